@@ -1,0 +1,30 @@
+# ring3 — the two commands a user needs are `make demo` and `make test` (see README.md).
+# Everything else here is a building block of those two.
+
+.PHONY: all deps build demo test check format format-check clean
+
+all: build
+
+deps:
+	scripts/install-deps
+
+build: deps
+	cmake -S . -B build/gcc -G Ninja -DCMAKE_CXX_COMPILER=g++
+	cmake --build build/gcc
+
+demo: build
+	tests/guest/demo build/gcc
+
+# The full check that CI runs: formatting, g++ build with unit and guest tests, clang build with
+# ASan+UBSan running the unit tests, and a short libFuzzer run.
+test: deps
+	scripts/check
+
+format:
+	git ls-files '*.cpp' '*.hpp' | xargs clang-format -i
+
+format-check:
+	git ls-files '*.cpp' '*.hpp' | xargs clang-format --dry-run -Werror
+
+clean:
+	rm -rf build

@@ -1,0 +1,60 @@
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "ring3/core/error.hpp"
+#include "ring3/core/mapping.hpp"
+#include "ring3/core/unique_fd.hpp"
+
+namespace ring3 {
+namespace {
+
+TEST(Error, ComposesOperationObjectAndReason) {
+    const Error e("open", "/dev/vfio/7", ENOENT);
+    EXPECT_STREQ(e.what(), "open /dev/vfio/7: No such file or directory");
+    EXPECT_EQ(e.errnum(), ENOENT);
+    EXPECT_EQ(e.operation(), "open");
+    EXPECT_EQ(e.object(), "/dev/vfio/7");
+
+    const auto invalid = Error::invalid("map BAR 7", "0000:00:02.0", "no such BAR (0-5)");
+    EXPECT_STREQ(invalid.what(), "map BAR 7 0000:00:02.0: no such BAR (0-5)");
+    EXPECT_EQ(invalid.errnum(), EINVAL);
+}
+
+TEST(UniqueFd, OpenFailureNamesThePath) {
+    try {
+        UniqueFd::open("/nonexistent/ring3", O_RDONLY);
+        FAIL() << "open succeeded";
+    } catch (const Error& e) {
+        EXPECT_STREQ(e.what(), "open /nonexistent/ring3: No such file or directory");
+    }
+}
+
+TEST(UniqueFd, ClosesOnceAndMoves) {
+    auto fd = UniqueFd::open("/dev/null", O_RDONLY);
+    const int raw = fd.get();
+    ASSERT_GE(raw, 0);
+    UniqueFd moved(std::move(fd));
+    EXPECT_FALSE(fd);  // NOLINT(bugprone-use-after-move): moved-from state is specified
+    EXPECT_EQ(moved.get(), raw);
+    moved.reset();
+    EXPECT_EQ(fcntl(raw, F_GETFD), -1);  // closed
+}
+
+TEST(Mapping, MapsAndUnmaps) {
+    auto fd = UniqueFd::open("/dev/zero", O_RDWR);
+    auto mapping = Mapping::map(fd.get(), 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE, 0, "/dev/zero");
+    ASSERT_TRUE(mapping);
+    std::memset(mapping.get(), 0xab, mapping.size());
+    Mapping other = std::move(mapping);
+    EXPECT_FALSE(mapping);  // NOLINT(bugprone-use-after-move)
+    EXPECT_EQ(static_cast<unsigned char>(other.data()[4095]), 0xab);
+    EXPECT_THROW(Mapping::map(-1, 4096, PROT_READ, MAP_SHARED, 0, "bad fd"), Error);
+}
+
+}  // namespace
+}  // namespace ring3

@@ -1,0 +1,14 @@
+// The `ring3` tool's subcommands. Each lives in its own cmd_*.cpp and registers itself on the
+// application; a handler throws ring3::Error on failure and main() prints it and exits 1.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace ring3::tool {
+
+void add_ls_command(CLI::App& app);
+void add_show_command(CLI::App& app);
+void add_bar_command(CLI::App& app);
+void add_bind_commands(CLI::App& app);  // bind and unbind
+
+}  // namespace ring3::tool

@@ -1,0 +1,30 @@
+// ring3: inspect PCI devices and hand them to user-space drivers. See README.md.
+#include <fmt/core.h>
+
+#include <CLI/CLI.hpp>
+#include <exception>
+
+#include "commands.hpp"
+#include "ring3/core/error.hpp"
+
+int main(int argc, char** argv) {
+    CLI::App app{"ring3: PCI devices for user-space drivers"};
+    app.require_subcommand(1);
+    app.set_version_flag("--version", "ring3 0.1.0");
+    ring3::tool::add_ls_command(app);
+    ring3::tool::add_show_command(app);
+    ring3::tool::add_bar_command(app);
+    ring3::tool::add_bind_commands(app);
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);
+    } catch (const ring3::Error& e) {
+        fmt::print(stderr, "ring3: {}\n", e.what());
+        return 1;
+    } catch (const std::exception& e) {
+        fmt::print(stderr, "ring3: {}\n", e.what());
+        return 1;
+    }
+    return 0;
+}
