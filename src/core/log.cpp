@@ -15,9 +15,12 @@ LogLevel level_from_environment() noexcept {
         return LogLevel::warn;
     }
     const std::string_view v(value);
-    if (v == "error") return LogLevel::error;
-    if (v == "info") return LogLevel::info;
-    if (v == "debug") return LogLevel::debug;
+    if (v == "error")
+        return LogLevel::error;
+    if (v == "info")
+        return LogLevel::info;
+    if (v == "debug")
+        return LogLevel::debug;
     return LogLevel::warn;
 }
 
@@ -44,9 +47,13 @@ constexpr std::string_view prefix(LogLevel level) noexcept {
 
 }  // namespace
 
-LogLevel log_level() noexcept { return threshold().load(std::memory_order_relaxed); }
+LogLevel log_level() noexcept {
+    return threshold().load(std::memory_order_relaxed);
+}
 
-void set_log_level(LogLevel level) noexcept { threshold().store(level, std::memory_order_relaxed); }
+void set_log_level(LogLevel level) noexcept {
+    threshold().store(level, std::memory_order_relaxed);
+}
 
 void log_write(LogLevel level, std::string_view message) noexcept {
     try {

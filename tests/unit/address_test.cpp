@@ -44,18 +44,22 @@ TEST(Address, RejectsMalformedInputQuotingIt) {
     EXPECT_EQ(parse_error(""), "parse PCI address '': no ':'" + form);
     EXPECT_EQ(parse_error("0000:00:20.0"),
               "parse PCI address '0000:00:20.0': bad device (2 hex digits, 00-1f)" + form);
-    EXPECT_EQ(parse_error("00:02.8"), "parse PCI address '00:02.8': bad function (one digit, 0-7)" + form);
+    EXPECT_EQ(parse_error("00:02.8"),
+              "parse PCI address '00:02.8': bad function (one digit, 0-7)" + form);
     EXPECT_EQ(parse_error("0:00:02.0"),
               "parse PCI address '0:00:02.0': bad domain (4 to 8 hex digits)" + form);
     EXPECT_EQ(parse_error("000g:00:02.0"),
               "parse PCI address '000g:00:02.0': bad domain (4 to 8 hex digits)" + form);
-    EXPECT_EQ(parse_error("00:2.0"), "parse PCI address '00:2.0': bad device (2 hex digits, 00-1f)" + form);
-    EXPECT_EQ(parse_error("00:02"), "parse PCI address '00:02': missing bus, device or function" + form);
+    EXPECT_EQ(parse_error("00:2.0"),
+              "parse PCI address '00:2.0': bad device (2 hex digits, 00-1f)" + form);
+    EXPECT_EQ(parse_error("00:02"),
+              "parse PCI address '00:02': missing bus, device or function" + form);
     EXPECT_EQ(parse_error("0000:00:02.0 "),
               "parse PCI address '0000:00:02.0 ': bad function (one digit, 0-7)" + form);
     EXPECT_EQ(parse_error("0000:000:02.0"),
               "parse PCI address '0000:000:02.0': bad bus (2 hex digits)" + form);
-    EXPECT_EQ(parse_error("00:02.0:1"), "parse PCI address '00:02.0:1': bad domain (4 to 8 hex digits)" + form);
+    EXPECT_EQ(parse_error("00:02.0:1"),
+              "parse PCI address '00:02.0:1': bad domain (4 to 8 hex digits)" + form);
 }
 
 }  // namespace

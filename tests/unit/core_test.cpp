@@ -47,7 +47,8 @@ TEST(UniqueFd, ClosesOnceAndMoves) {
 
 TEST(Mapping, MapsAndUnmaps) {
     auto fd = UniqueFd::open("/dev/zero", O_RDWR);
-    auto mapping = Mapping::map(fd.get(), 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE, 0, "/dev/zero");
+    auto mapping =
+        Mapping::map(fd.get(), 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE, 0, "/dev/zero");
     ASSERT_TRUE(mapping);
     std::memset(mapping.get(), 0xab, mapping.size());
     Mapping other = std::move(mapping);

@@ -9,7 +9,7 @@
 namespace ring3 {
 
 class Error : public std::system_error {
-public:
+  public:
     // `reason` empty: the reason is strerror(errnum).
     Error(std::string operation, std::string object, int errnum, std::string reason = {});
 
@@ -26,7 +26,7 @@ public:
     const std::string& reason() const noexcept { return reason_; }
     int errnum() const noexcept { return code().value(); }
 
-private:
+  private:
     std::string operation_;
     std::string object_;
     std::string reason_;

@@ -10,7 +10,7 @@
 namespace ring3 {
 
 class Mapping {
-public:
+  public:
     Mapping() noexcept = default;
     Mapping(void* addr, std::size_t size) noexcept : addr_(addr), size_(size) {}
     Mapping(Mapping&& other) noexcept;
@@ -30,7 +30,7 @@ public:
     explicit operator bool() const noexcept { return addr_ != nullptr; }
     void reset() noexcept;
 
-private:
+  private:
     void* addr_ = nullptr;
     std::size_t size_ = 0;
 };
