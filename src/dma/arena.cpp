@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <bit>
 #include <cerrno>
 
@@ -116,7 +117,7 @@ DmaArena::~DmaArena() {
 
 ChunkView DmaArena::chunk(std::size_t index) const noexcept {
     const std::size_t offset = index * chunk_size_;
-    return ChunkView{base_ + offset, chunk_size_, memfd_.get(), offset};
+    return ChunkView{base_ + offset, chunk_size_, memfd_.get(), offset, page_size_};
 }
 
 std::size_t DmaArena::max_contiguous() const noexcept {
@@ -195,9 +196,8 @@ ChunkView DmaArena::grow() {
 }
 
 std::size_t DmaArena::attach(IovaSpace& space) {
-    const std::size_t granule = space.granule();
-    if (granule == 0 || !std::has_single_bit(granule) || granule > chunk_size_ ||
-        granule < page_size_) {
+    const std::size_t granule = std::min(space.granule(), chunk_size_);
+    if (granule == 0 || !std::has_single_bit(granule) || granule < page_size_) {
         throw Error::invalid(
             "attach DMA arena", name_,
             fmt::format("{} has a granule of {} bytes; it must be a power of two between the "

@@ -108,10 +108,19 @@ TEST(DmaArena, FailedMappingUndoesTheChunk) {
 
 TEST(DmaArena, RejectsASpaceWhoseGranuleDoesNotFit) {
     auto arena = DmaArena::create(small_arena());
-    FakeIovaSpace odd(128 * 1024, false);
+    FakeIovaSpace odd(3 * 4096, false);
     EXPECT_EQ(error_of([&] { arena->attach(odd); }),
-              "attach DMA arena test-arena: fake IOVA space has a granule of 131072 bytes; it "
+              "attach DMA arena test-arena: fake IOVA space has a granule of 12288 bytes; it "
               "must be a power of two between the page size 4096 and the chunk size 65536");
+    FakeIovaSpace small(2048, false);
+    EXPECT_THROW(arena->attach(small), Error);
+}
+
+TEST(DmaArena, AnIommuGranuleIsTheChunk) {
+    FakeIovaSpace iommu(IovaSpace::kAnyGranule, false);
+    auto arena = DmaArena::create(small_arena());
+    const auto index = arena->attach(iommu);
+    EXPECT_EQ(arena->granule(index), 65536u);
 }
 
 TEST(DmaArena, RequiredHugePagesFailClearlyWhenNoneAreReserved) {

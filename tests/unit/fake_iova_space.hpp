@@ -24,10 +24,11 @@ class FakeIovaSpace : public IovaSpace {
             fail_next_map = false;
             throw Error::invalid("map", "fake IOVA space", "injected failure");
         }
+        const std::uint64_t step = chunk.size / iovas.size();  // the granule the arena chose
         for (std::size_t i = 0; i < iovas.size(); ++i) {
             // Scattered granules come out in descending order, 16 granules apart.
-            iovas[i] = scatter_ ? 0x80000000ull - (next_++) * 16 * granule_
-                                : 0x10000000ull + (next_++) * granule_;
+            iovas[i] =
+                scatter_ ? 0x80000000ull - (next_++) * 16 * step : 0x10000000ull + (next_++) * step;
         }
         mapped.push_back(chunk.memfd_offset);
     }

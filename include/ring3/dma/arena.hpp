@@ -30,6 +30,7 @@ struct ChunkView {
     std::size_t size = 0;
     int memfd = -1;
     std::uint64_t memfd_offset = 0;
+    std::size_t page_size = 4096;  // 2 MiB when hugetlb-backed
 };
 
 // A device address space the arena's chunks are mapped into.
@@ -37,7 +38,9 @@ class IovaSpace {
   public:
     virtual ~IovaSpace() = default;
     // Device addresses are contiguous within each aligned granule of a chunk (2 MiB for physical
-    // addresses of hugepages; a whole chunk for an IOMMU). A power of two dividing the chunk size.
+    // addresses of hugepages). A power of two; an IOMMU, which maps whole chunks contiguously,
+    // returns kAnyGranule and the arena uses its chunk size.
+    static constexpr std::size_t kAnyGranule = std::size_t{1} << 62;
     virtual std::size_t granule() const noexcept = 0;
     // Makes the chunk reachable by the device; fills one IOVA per granule. Throws ring3::Error.
     virtual void map(const ChunkView& chunk, std::span<std::uint64_t> iova_per_granule) = 0;
