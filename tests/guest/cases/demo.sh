@@ -1,0 +1,18 @@
+#!/bin/sh
+# ring3-guest: config=iommu append=quiet
+# `make demo`: what ring3 sees in a machine with an NVMe drive and an e1000e NIC.
+set -eu
+. /tests/lib.sh
+
+nvme=$(find_device 1b36:0010)
+e1000e=$(find_device 8086:10d3)
+echo
+echo "================ ring3 ls ================"
+ring3 ls
+echo
+echo "================ ring3 show $nvme (NVMe) ================"
+ring3 show "$nvme"
+echo
+echo "================ ring3 show $e1000e (e1000e) ================"
+ring3 show "$e1000e"
+echo
