@@ -174,21 +174,29 @@ class UioDevice final : public Device {
                                  ENOTSUP);
         }
         UniqueFd fd = UniqueFd::open(uio_path_, O_RDWR | O_NONBLOCK);
-        control_fd_ = UniqueFd(::dup(fd.get()));
-        irq::Interrupt interrupt(std::move(fd), irq::Interrupt::Source::uio, name() + " INTx");
+        UniqueFd config(::fcntl(config_fd_.get(), F_DUPFD_CLOEXEC, 0));
+        if (!config) {
+            throw Error::from_errno("duplicate config fd of", name());
+        }
+        irq::Interrupt interrupt =
+            irq::Interrupt::uio_intx(std::move(fd), std::move(config), name() + " INTx");
         interrupt.rearm();
+        intx_enabled_ = true;
         std::vector<irq::Interrupt> interrupts;
         interrupts.push_back(std::move(interrupt));
         return interrupts;
     }
 
+    // uio_pci_generic has no irqcontrol: INTx is masked and unmasked with the Interrupt Disable
+    // bit of the command register (PCI 3.0 §6.2.2).
     void disable_irqs(IrqKind kind) override {
-        if (kind == IrqKind::intx && control_fd_) {
-            irq_control(0);
+        if (kind == IrqKind::intx && intx_enabled_) {
+            set_interrupt_disable(true);
+            intx_enabled_ = false;
         }
     }
 
-    void unmask_intx() override { irq_control(1); }
+    void unmask_intx() override { set_interrupt_disable(false); }
 
     dma::IovaSpace& iova_space() override { return physical_; }
 
@@ -217,12 +225,13 @@ class UioDevice final : public Device {
         }
     }
 
-    void irq_control(std::uint32_t enable) {
-        if (!control_fd_) {
-            throw Error::invalid("control INTx", name(), "interrupts are not enabled", EINVAL);
-        }
-        if (::write(control_fd_.get(), &enable, sizeof enable) != sizeof enable) {
-            throw Error::from_errno("control INTx", uio_path_);
+    void set_interrupt_disable(bool disable) {
+        const std::uint16_t command = config_read16(pci::cfg::command);
+        const auto updated =
+            static_cast<std::uint16_t>(disable ? command | pci::cfg::command_interrupt_disable
+                                               : command & ~pci::cfg::command_interrupt_disable);
+        if (updated != command) {
+            config_write16(pci::cfg::command, updated);
         }
     }
 
@@ -307,7 +316,7 @@ class UioDevice final : public Device {
     std::string uio_path_;
     PhysicalSpace physical_;
     UniqueFd config_fd_;
-    UniqueFd control_fd_;
+    bool intx_enabled_ = false;
     std::vector<Mapping> mappings_;
 };
 

@@ -148,11 +148,13 @@ class VfioDevice final : public Device {
                 fmt::format("enable {} {} vectors (VFIO_DEVICE_SET_IRQS)", count, to_string(kind)),
                 name());
         }
+        enabled_[static_cast<unsigned>(kind)] = true;
         return interrupts;
     }
 
     void disable_irqs(IrqKind kind) override {
-        if (irq_count(kind) == 0) {
+        // The kernel refuses (EINVAL) to disable an index that is not the one enabled.
+        if (!enabled_[static_cast<unsigned>(kind)]) {
             return;
         }
         vfio_irq_set set{};
@@ -165,6 +167,7 @@ class VfioDevice final : public Device {
             throw Error::from_errno(
                 fmt::format("disable {} (VFIO_DEVICE_SET_IRQS)", to_string(kind)), name());
         }
+        enabled_[static_cast<unsigned>(kind)] = false;
     }
 
     void unmask_intx() override {
@@ -299,6 +302,7 @@ class VfioDevice final : public Device {
     std::uint32_t flags_ = 0;
     std::uint32_t num_irqs_ = 0;
     std::vector<RegionEntry> regions_;
+    bool enabled_[5] = {};  // per IrqKind: a trigger set is installed
 };
 
 }  // namespace

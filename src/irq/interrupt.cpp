@@ -14,6 +14,12 @@ namespace ring3::irq {
 Interrupt::Interrupt(UniqueFd fd, Source source, std::string name) noexcept
     : fd_(std::move(fd)), source_(source), name_(std::move(name)) {}
 
+Interrupt Interrupt::uio_intx(UniqueFd uio_fd, UniqueFd config_fd, std::string name) noexcept {
+    Interrupt interrupt(std::move(uio_fd), Source::uio, std::move(name));
+    interrupt.config_fd_ = std::move(config_fd);
+    return interrupt;
+}
+
 Interrupt Interrupt::make_eventfd(std::string name) {
     const int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (fd < 0) {
@@ -85,12 +91,32 @@ std::uint64_t Interrupt::drain() {
 }
 
 void Interrupt::rearm() {
-    if (source_ != Source::uio) {
-        return;
+    if (source_ == Source::uio) {
+        set_interrupt_disable(false);
     }
-    const std::uint32_t enable = 1;
-    if (::write(fd_.get(), &enable, sizeof enable) != sizeof enable) {
-        throw Error::from_errno("re-enable UIO interrupt", name_);
+}
+
+void Interrupt::mask() {
+    if (source_ == Source::uio) {
+        set_interrupt_disable(true);
+    }
+}
+
+// PCI Local Bus 3.0 §6.2.2: Command register (offset 04h) bit 10, Interrupt Disable. Only the
+// kernel's handler sets it while we are running (and only when it is clear), so the
+// read-modify-write cannot lose an update of it; other bits are written back as read.
+void Interrupt::set_interrupt_disable(bool disable) {
+    constexpr off_t kCommand = 0x04;
+    constexpr std::uint16_t kInterruptDisable = 1u << 10;
+    std::uint16_t command = 0;
+    if (::pread(config_fd_.get(), &command, sizeof command, kCommand) != sizeof command) {
+        throw Error::from_errno("read command register for", name_);
+    }
+    const auto updated = static_cast<std::uint16_t>(disable ? command | kInterruptDisable
+                                                            : command & ~kInterruptDisable);
+    if (updated != command &&
+        ::pwrite(config_fd_.get(), &updated, sizeof updated, kCommand) != sizeof updated) {
+        throw Error::from_errno("write command register for", name_);
     }
 }
 

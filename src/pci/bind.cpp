@@ -457,6 +457,18 @@ void DriverBinder::refuse_if_in_use(const Address& address, std::string_view act
 
 void DriverBinder::ensure_driver_registered(const std::string& driver) const {
     const std::string dir = env_.sysfs_root + "/bus/pci/drivers/" + driver;
+    if (driver == "vfio-pci" && !path_exists(env_.sysfs_root + "/module/vfio_iommu_type1")) {
+        // vfio-pci is useless without the type 1 IOMMU backend, which kmod loads through a
+        // softdep of vfio; busybox's modprobe ignores softdeps, so load it by name.
+        try {
+            env_.load_module("vfio_iommu_type1");
+        } catch (const Error& e) {
+            log_warn(
+                "vfio_iommu_type1 is not loaded and loading it failed ({}); opening the "
+                "device through VFIO will fail until it is",
+                e.what());
+        }
+    }
     if (path_exists(dir)) {
         return;
     }

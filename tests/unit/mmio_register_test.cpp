@@ -29,7 +29,7 @@ struct Cap : Register<0x00, std::uint64_t> {
 };
 
 class FakeRegisterFile final : public RegisterIo {
-public:
+  public:
     std::size_t size() const noexcept override { return bytes.size(); }
     std::uint8_t read8(std::size_t o) override { return get<std::uint8_t>(o); }
     std::uint16_t read16(std::size_t o) override { return get<std::uint16_t>(o); }
@@ -42,7 +42,7 @@ public:
     std::array<std::uint8_t, 64> bytes{};
     int writes = 0;
 
-private:
+  private:
     template <typename T>
     T get(std::size_t o) {
         T v;

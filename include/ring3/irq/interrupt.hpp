@@ -21,6 +21,8 @@ class Interrupt {
 
     Interrupt() noexcept = default;
     Interrupt(UniqueFd fd, Source source, std::string name) noexcept;
+    // A UIO INTx: `uio_fd` is /dev/uioN (non-blocking), `config_fd` the device's sysfs `config`.
+    static Interrupt uio_intx(UniqueFd uio_fd, UniqueFd config_fd, std::string name) noexcept;
 
     // A fresh non-blocking eventfd (what VFIO_DEVICE_SET_IRQS and vfio-user take).
     static Interrupt make_eventfd(std::string name);
@@ -35,15 +37,21 @@ class Interrupt {
     std::uint64_t wait(std::chrono::microseconds timeout);
     // Consumes pending signals without blocking; returns how many there were.
     std::uint64_t drain();
-    // UIO only: re-enables INTx after a wake-up (writes 1 to the device node). No-op for eventfd.
+    // UIO only: re-enables INTx after the cause was cleared in the device (PCI 3.0 §6.2.2,
+    // Command bit 10). No-op for an eventfd.
     void rearm();
+    // UIO only: masks INTx (sets Command bit 10).
+    void mask();
     // Signals an eventfd from user space (tests, and waking a waiter on shutdown).
     void signal();
 
   private:
     std::uint64_t consume();
 
+    void set_interrupt_disable(bool disable);
+
     UniqueFd fd_;
+    UniqueFd config_fd_;  // UIO: the device's config space, for the Interrupt Disable bit
     Source source_ = Source::eventfd;
     std::string name_;
     std::uint32_t uio_last_count_ = 0;

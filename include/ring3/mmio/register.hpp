@@ -27,7 +27,7 @@ namespace ring3::mmio {
 
 template <typename T>
 concept RegisterWord = std::same_as<T, std::uint8_t> || std::same_as<T, std::uint16_t> ||
-                       std::same_as<T, std::uint32_t> || std::same_as<T, std::uint64_t>;
+    std::same_as<T, std::uint32_t> || std::same_as<T, std::uint64_t>;
 
 // Bits hi..lo (inclusive) of a register.
 template <unsigned Hi, unsigned Lo>
@@ -43,7 +43,7 @@ struct Field {
 // The value of a register: a word of its type with typed field access.
 template <typename Reg>
 class Value {
-public:
+  public:
     using word_type = typename Reg::word_type;
 
     constexpr Value() = default;
@@ -74,10 +74,11 @@ public:
     // For read-modify-write of registers with write-one-to-clear bits: drop them, so writing
     // the value back does not clear events nobody handled.
     constexpr Value without_w1c() const {
-        return Value(static_cast<word_type>(raw_ & ~static_cast<word_type>(Reg::write_one_to_clear)));
+        return Value(
+            static_cast<word_type>(raw_ & ~static_cast<word_type>(Reg::write_one_to_clear)));
     }
 
-private:
+  private:
     word_type raw_ = 0;
 };
 
@@ -107,7 +108,7 @@ struct RegisterArray {
 // Where registers live. Implementations: a mapped BAR (MappedIo), a region accessed through the
 // device's read/write calls (vfio-user without mmap), and a fake register file in tests.
 class RegisterIo {
-public:
+  public:
     virtual ~RegisterIo() = default;
     virtual std::size_t size() const noexcept = 0;
     virtual std::uint32_t read32(std::size_t offset) = 0;
@@ -163,7 +164,7 @@ public:
 // trusted (they come from register declarations, checked against size() at construction time of
 // the driver), so this is the hot path's doorbell writer too.
 class MappedIo final : public RegisterIo {
-public:
+  public:
     MappedIo(std::byte* base, std::size_t size) noexcept : base_(base), size_(size) {}
     std::size_t size() const noexcept override { return size_; }
     std::byte* base() const noexcept { return base_; }
@@ -177,7 +178,7 @@ public:
     void write32(std::size_t offset, std::uint32_t v) override { *ptr<std::uint32_t>(offset) = v; }
     void write64(std::size_t offset, std::uint64_t v) override { *ptr<std::uint64_t>(offset) = v; }
 
-private:
+  private:
     template <typename T>
     volatile T* ptr(std::size_t offset) const noexcept {
         return reinterpret_cast<volatile T*>(base_ + offset);

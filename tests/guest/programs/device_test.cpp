@@ -195,11 +195,12 @@ TEST(Vfio, UnbindWhileOpenIsHandedBackThroughTheRequestIrq) {
     const pid_t child = fork();
     ASSERT_GE(child, 0);
     if (child == 0) {
-        const std::string path = "/sys/bus/pci/devices/" + bdf + "/driver/unbind";
-        const int fd = ::open(path.c_str(), O_WRONLY);
-        const bool ok =
-            fd >= 0 && ::write(fd, bdf.data(), bdf.size()) == static_cast<ssize_t>(bdf.size());
-        _exit(ok ? 0 : 1);
+        // exec, so the child does not hold the device fd it inherited: a forked copy of the
+        // owner would keep the unbind waiting on itself.
+        const std::string command =
+            "echo " + bdf + " > /sys/bus/pci/devices/" + bdf + "/driver/unbind";
+        ::execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+        _exit(127);
     }
     const auto signals = request.front().wait(std::chrono::seconds(20));
     EXPECT_GE(signals, 1u) << "no request interrupt within 20 s";
