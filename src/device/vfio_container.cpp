@@ -100,6 +100,23 @@ std::shared_ptr<Container> Container::create(const std::filesystem::path& dev_ro
     return std::shared_ptr<Container>(new Container(std::move(fd)));
 }
 
+std::shared_ptr<Container> Container::adopt(UniqueFd container_fd, unsigned group_number,
+                                            UniqueFd group_fd, bool noiommu) {
+    if (!container_fd) {
+        throw Error::invalid("adopt VFIO container", "fd", "no container fd given", EBADF);
+    }
+    std::shared_ptr<Container> container(new Container(std::move(container_fd)));
+    if (group_fd) {
+        container->groups_.emplace(group_number, std::move(group_fd));
+    }
+    container->iommu_set_ = true;
+    container->noiommu_ = noiommu;
+    if (!noiommu) {
+        container->read_iommu_info();
+    }
+    return container;
+}
+
 Container::~Container() = default;
 
 int Container::attach_group(const GroupLocation& location, const pci::Sysfs& sysfs) {

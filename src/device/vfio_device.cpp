@@ -321,4 +321,13 @@ std::unique_ptr<Device> open(const pci::Address& address, const OpenOptions& opt
     return std::make_unique<VfioDevice>(address, std::move(container), UniqueFd(fd));
 }
 
+std::unique_ptr<Device> adopt(const pci::Address& address, std::shared_ptr<Container> container,
+                              UniqueFd device_fd) {
+    if (!container || !device_fd) {
+        throw Error::invalid("adopt VFIO device", address.to_string(),
+                             "a container and a device fd are both needed", EBADF);
+    }
+    return std::make_unique<VfioDevice>(address, std::move(container), std::move(device_fd));
+}
+
 }  // namespace ring3::vfio

@@ -14,9 +14,12 @@
 #include "ring3/core/error.hpp"
 #include "ring3/core/log.hpp"
 #include "ring3/core/unique_fd.hpp"
+#include "ring3/device/device.hpp"
+#include "ring3/device/region_access.hpp"
 #include "ring3/pci/address.hpp"
 #include "ring3/pci/bar.hpp"
 #include "ring3/pci/config_space.hpp"
+#include "ring3/pci/sysfs.hpp"
 
 namespace ring3::tool {
 namespace {
@@ -53,8 +56,17 @@ void run_bar_dump(const BarDumpArgs& args) {
     options.sysfs_root = args.sysfs_root;
     options.allow_kernel_driver = args.force;
     std::unique_ptr<pci::RegionAccess> bar;
+    std::unique_ptr<Device> vfio_device;  // keeps the device open while `bar` uses it
     try {
-        bar = pci::open_sysfs_bar(address, args.bar, options);
+        if (args.sysfs_root == "/sys" && args.bar < pci::kBarCount &&
+            pci::Sysfs(args.sysfs_root).driver(address) == "vfio-pci") {
+            // A device handed to VFIO: its regions through VFIO, which also works for a user who
+            // owns the group but may not open sysfs resource files.
+            vfio_device = open_device("vfio:" + address.to_string());
+            bar = open_region_access(*vfio_device, args.bar);
+        } else {
+            bar = pci::open_sysfs_bar(address, args.bar, options);
+        }
     } catch (const Error& e) {
         if (e.errnum() != EBUSY) {
             throw;

@@ -13,12 +13,14 @@
 #include <array>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "commands.hpp"
 #include "ring3/core/error.hpp"
 #include "ring3/core/log.hpp"
+#include "ring3/device/device.hpp"
 #include "ring3/pci/address.hpp"
 #include "ring3/pci/config_space.hpp"
 #include "ring3/pci/ids.hpp"
@@ -304,8 +306,22 @@ void run_show(const ShowOptions& options) {
     if (!ids.problem().empty()) {
         log_warn("{}; device and class names are shown as numbers", ids.problem());
     }
-    const auto bytes = sysfs.read_config(address);
+    auto bytes = sysfs.read_config(address);
     const auto config_size = sysfs.config_size(address);
+    bool through_vfio = false;
+    if (bytes.size() < config_size && info.driver == "vfio-pci" && options.sysfs_root == "/sys") {
+        // sysfs gives an unprivileged reader 64 bytes; a user who owns the device's VFIO group
+        // can read all of it through VFIO's config region.
+        try {
+            auto device = open_device("vfio:" + address.to_string());
+            std::vector<std::uint8_t> full(config_size);
+            device->read_config(0, std::as_writable_bytes(std::span(full)));
+            bytes = std::move(full);
+            through_vfio = true;
+        } catch (const Error& e) {
+            log_info("reading config space through VFIO failed: {}", e.what());
+        }
+    }
     const pci::ConfigView config(bytes);
     std::optional<pci::Header> header;
     std::string header_error;
@@ -333,7 +349,9 @@ void run_show(const ShowOptions& options) {
     }
     fmt::print("Class code: {:06x}\n", info.class_code);
     fmt::print("Config space: {} bytes, {} readable{}\n", config_size, bytes.size(),
-               bytes.size() < config_size ? " (the rest needs root)" : "");
+               through_vfio                 ? " (through VFIO)"
+               : bytes.size() < config_size ? " (the rest needs root)"
+                                            : "");
     if (header) {
         fmt::print("Header type: {} ({}), {}\n", header->header_layout,
                    header->header_layout == 0 ? "endpoint" : "PCI-to-PCI bridge",

@@ -6,7 +6,6 @@
 #include <filesystem>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -38,6 +37,10 @@ GroupLocation locate_group(const pci::Sysfs& sysfs, const std::filesystem::path&
 class Container final : public dma::IovaSpace {
   public:
     static std::shared_ptr<Container> create(const std::filesystem::path& dev_root = "/dev");
+    // A container set up elsewhere (an I/O server that passed its fds over a socket): its IOMMU is
+    // already selected. `group_fd` (optional) is kept open with it.
+    static std::shared_ptr<Container> adopt(UniqueFd container_fd, unsigned group_number,
+                                            UniqueFd group_fd, bool noiommu = false);
     ~Container() override;
 
     // Attaches group `location` (once; later calls return the open group fd) and, on the first
@@ -73,5 +76,9 @@ class Container final : public dma::IovaSpace {
 
 // Opens `address` (bound to vfio-pci) in `container` (a new one when null).
 std::unique_ptr<Device> open(const pci::Address& address, const OpenOptions& options);
+
+// A device from an fd VFIO_GROUP_GET_DEVICE_FD gave, in `container`.
+std::unique_ptr<Device> adopt(const pci::Address& address, std::shared_ptr<Container> container,
+                              UniqueFd device_fd);
 
 }  // namespace ring3::vfio

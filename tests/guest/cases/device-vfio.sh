@@ -19,6 +19,18 @@ must ring3 bind "$e1000e" vfio-pci
 
 must ring3_guest_device_tests --gtest_filter='Vfio.*-Vfio.UnbindWhileOpenIsHandedBackThroughTheRequestIrq'
 
+# An unprivileged user who owns the group reads config space and registers through VFIO (sysfs
+# would give such a user 64 bytes of config space and no BARs at all).
+group=$(basename "$(readlink /sys/bus/pci/devices/$nvme/iommu_group)")
+chown 65534:65534 "/dev/vfio/$group"
+as_nobody() { run_as 65534 "$@"; }
+must as_nobody ring3 show "$nvme"
+expect_contains "$OUT" "(through VFIO)" "ring3 show as uid 65534"
+expect_contains "$OUT" "cap 0x11 MSI-X" "ring3 show as uid 65534"
+must as_nobody ring3 bar dump "$nvme" 0 0x8:4 --width 32
+expect_eq "$OUT" "00000008: 00010400" "NVMe VS through VFIO as uid 65534"
+chown 0:0 "/dev/vfio/$group"
+
 # 1000 software-set causes routed to MSI-X vector 0, each waited for through the eventfd.
 capture irq-test-vfio ring3 irq-test "vfio:$e1000e" --count 1000
 echo "$OUT"

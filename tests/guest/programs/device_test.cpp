@@ -7,6 +7,8 @@
 //   RING3_GROUP_VFIO, RING3_GROUP_OTHER  two functions of one IOMMU group (NonViable suite)
 // A missing variable fails the test: nothing here skips.
 #include <fcntl.h>
+#include <linux/vfio.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -167,6 +169,31 @@ TEST(Vfio, TwoDevicesShareOneContainer) {
     EXPECT_GT(container->iova_ranges().size(), 1u);
     identify_into_chunk_edges(*nvme, *container, dma::HugePages::automatic);
     check_e1000e_registers(*nic);
+}
+
+// What an I/O server does before passing fds to a driver process: open the container and the
+// group, select the IOMMU, get the device fd. The Device is then built from those fds alone.
+TEST(Vfio, DeviceFromAlreadyOpenFds) {
+    const std::string bdf = env("RING3_NVME");
+    const std::string group_link =
+        std::filesystem::read_symlink("/sys/bus/pci/devices/" + bdf + "/iommu_group")
+            .filename()
+            .string();
+    UniqueFd container_fd = UniqueFd::open("/dev/vfio/vfio", O_RDWR);
+    UniqueFd group_fd = UniqueFd::open("/dev/vfio/" + group_link, O_RDWR);
+    int raw_container = container_fd.get();
+    ASSERT_EQ(::ioctl(group_fd.get(), VFIO_GROUP_SET_CONTAINER, &raw_container), 0);
+    ASSERT_EQ(::ioctl(container_fd.get(), VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU), 0);
+    UniqueFd device_fd(::ioctl(group_fd.get(), VFIO_GROUP_GET_DEVICE_FD, bdf.c_str()));
+    ASSERT_TRUE(device_fd);
+
+    auto container =
+        vfio::Container::adopt(std::move(container_fd),
+                               static_cast<unsigned>(std::stoul(group_link)), std::move(group_fd));
+    auto nvme = vfio::adopt(pci::Address::parse(bdf), container, std::move(device_fd));
+    EXPECT_EQ(nvme->vendor_id(), 0x1b36);
+    EXPECT_FALSE(container->iova_ranges().empty());
+    identify_into_chunk_edges(*nvme, *container, dma::HugePages::automatic);
 }
 
 TEST(Vfio, ResetAndBarIndexErrors) {
