@@ -11,5 +11,6 @@ void add_show_command(CLI::App& app);
 void add_bar_command(CLI::App& app);
 void add_bind_commands(CLI::App& app);  // bind and unbind
 void add_irq_test_command(CLI::App& app);
+void add_nvme_command(CLI::App& app);
 
 }  // namespace ring3::tool

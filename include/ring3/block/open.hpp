@@ -1,0 +1,24 @@
+// Opening a block device by spec: the PCI device spec of include/ring3/device/device.hpp
+// (vfio:BDF, uio:BDF, a bare BDF), with the driver chosen by the device's class code (NVMe:
+// 01:08:02; virtio-blk later).
+#pragma once
+
+#include <memory>
+#include <string_view>
+
+#include "ring3/block/block_device.hpp"
+#include "ring3/device/device.hpp"
+
+namespace ring3::block {
+
+struct OpenBlockOptions {
+    std::uint32_t namespace_id = 1;            // NVMe namespace
+    unsigned queues = 1;                       // I/O queues to set up (each opened with open_queue)
+    irq::WaitMode mode = irq::WaitMode::poll;  // interrupt vectors are set up unless poll
+    OpenOptions device;
+};
+
+std::unique_ptr<BlockDevice> open_block_device(std::string_view spec,
+                                               const OpenBlockOptions& options = {});
+
+}  // namespace ring3::block

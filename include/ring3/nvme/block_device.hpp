@@ -1,0 +1,95 @@
+// NVMe behind the generic block::BlockDevice face (one namespace per BlockDevice).
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "ring3/block/block_device.hpp"
+#include "ring3/nvme/controller.hpp"
+
+namespace ring3::nvme {
+
+// The status the driver gives commands it completes itself after a controller reset.
+inline constexpr std::uint16_t kAbortedByReset = 0x0008;  // Command Aborted due to SQ Deletion
+
+struct BlockOptions {
+    std::uint32_t namespace_id = 1;
+    unsigned queues = 1;
+    irq::WaitMode mode = irq::WaitMode::poll;  // interrupt vectors are enabled unless poll
+    bool use_sgl = true;                       // when the controller supports SGLs
+    ControllerOptions controller;
+};
+
+class IoQueue final : public block::Queue {
+  public:
+    IoQueue(Controller& controller, const NamespaceInfo& ns, std::unique_ptr<QueuePair> pair,
+            irq::Interrupt* interrupt, irq::WaitMode mode, bool use_sgl);
+    ~IoQueue() override;
+
+    int submit(const block::Request& request) noexcept override;
+    unsigned poll(unsigned max = 0) noexcept override;
+    unsigned wait(std::chrono::microseconds timeout) override;
+    unsigned outstanding() const noexcept override { return pair_->outstanding(); }
+    unsigned depth() const noexcept override { return pair_->entries() - 1; }
+
+    QueuePair& pair() noexcept { return *pair_; }
+    const QueueCounters& counters() const noexcept { return pair_->counters(); }
+    bool uses_sgl() const noexcept { return use_sgl_; }
+
+  private:
+    // A block request split into several commands completes when its last part does.
+    struct Parent {
+        IoQueue* queue = nullptr;
+        block::Callback callback = nullptr;
+        void* context = nullptr;
+        std::uint32_t parts_left = 0;
+        block::Status status;
+    };
+    static void on_completion(void* context, const CompletionEntry& entry);
+    void set_data_pointer(SubmissionEntry& command, std::uint16_t cid, std::byte* data,
+                          std::uint64_t bytes) noexcept;
+
+    Controller& controller_;
+    dma::DmaArena& arena_;
+    std::size_t space_;
+    std::uint32_t nsid_;
+    std::uint32_t block_size_;
+    std::uint64_t block_count_;
+    std::uint32_t max_transfer_;
+    std::unique_ptr<QueuePair> pair_;
+    irq::Interrupt* interrupt_;
+    irq::WaitMode mode_;
+    bool use_sgl_;
+    bool failed_ = false;
+    std::vector<Parent> parents_;
+    std::vector<std::uint32_t> free_parents_;
+};
+
+class NvmeBlockDevice final : public block::BlockDevice {
+  public:
+    NvmeBlockDevice(std::unique_ptr<Device> device, const BlockOptions& options);
+    ~NvmeBlockDevice() override;
+
+    std::string name() const override;
+    block::Geometry geometry() const override;
+    block::Queue& open_queue(unsigned index, unsigned depth = 0,
+                             irq::WaitMode mode = irq::WaitMode::poll) override;
+    dma::DmaPool& dma_pool() override;
+
+    Controller& controller() noexcept { return *controller_; }
+    const NamespaceInfo& namespace_info() const noexcept { return namespace_; }
+    const std::vector<irq::Interrupt>& interrupts() const noexcept { return interrupts_; }
+
+  private:
+    std::unique_ptr<Device> device_;
+    BlockOptions options_;
+    std::vector<irq::Interrupt> interrupts_;
+    std::optional<IrqKind> vector_kind_;
+    std::unique_ptr<Controller> controller_;
+    NamespaceInfo namespace_;
+    unsigned granted_queues_ = 0;
+    std::vector<std::unique_ptr<IoQueue>> queues_;
+};
+
+}  // namespace ring3::nvme

@@ -1,0 +1,100 @@
+// One NVMe submission/completion queue pair (NVMe Base 2.0 §3.3 "Queue mechanism"): the rings in
+// DMA memory, the doorbells, the phase tag, and a table of command slots indexed by command id.
+//
+// Everything the device writes into the completion ring is checked before it is used: a command
+// id that is out of range or not in flight, and an SQ head pointer outside the ring, are counted
+// and the entry dropped (never trusted). Submission and completion allocate nothing and make no
+// system call; a queue pair belongs to one thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <vector>
+
+#include "ring3/dma/pool.hpp"
+#include "ring3/nvme/spec.hpp"
+
+namespace ring3::nvme {
+
+struct QueueCounters {
+    std::uint64_t submitted = 0;
+    std::uint64_t completed = 0;
+    std::uint64_t invalid_command_id = 0;  // CQE names an id outside the table
+    std::uint64_t stale_command_id = 0;    // CQE names an id not in flight
+    std::uint64_t invalid_sq_head = 0;     // CQE's SQ head pointer outside the ring
+};
+
+class QueuePair {
+  public:
+    // Called for each completed command with the slot's context and the completion entry.
+    using Handler = void (*)(void* context, const CompletionEntry& entry);
+
+    // `entries`: ring size (2 .. CAP.MQES + 1). `sq_doorbell`/`cq_doorbell` point into BAR0.
+    QueuePair(dma::DmaPool& pool, std::uint16_t id, std::uint32_t entries,
+              volatile std::uint32_t* sq_doorbell, volatile std::uint32_t* cq_doorbell);
+    QueuePair(const QueuePair&) = delete;
+    QueuePair& operator=(const QueuePair&) = delete;
+
+    std::uint16_t id() const noexcept { return id_; }
+    std::uint32_t entries() const noexcept { return entries_; }
+    std::uint64_t sq_iova() const noexcept { return sq_.iova(); }
+    std::uint64_t cq_iova() const noexcept { return cq_.iova(); }
+
+    // Commands in flight, and how many more fit (one ring slot always stays empty, §4.1.2).
+    std::uint32_t outstanding() const noexcept { return in_flight_; }
+    std::uint32_t free_slots() const noexcept { return entries_ - 1 - in_flight_; }
+
+    // Takes a command id, copies `command` (with that id) into the ring; the doorbell is rung by
+    // ring_doorbell() so several commands go with one MMIO write. Returns the id, or -1 when
+    // full.
+    int enqueue(SubmissionEntry command, Handler handler, void* context) noexcept;
+    // The id the next enqueue() will use (to prepare its scratch page first); -1 when full.
+    int next_command_id() const noexcept {
+        return free_slots() == 0 || free_ids_.empty() ? -1 : free_ids_.back();
+    }
+    void ring_doorbell() noexcept;
+
+    // Reaps up to `max` completions (0: all); returns how many handlers ran.
+    unsigned process_completions(unsigned max = 0) noexcept;
+
+    // The oldest command in flight and when it was submitted (for timeouts); false when idle.
+    bool oldest(std::uint16_t& command_id,
+                std::chrono::steady_clock::time_point& submitted) const noexcept;
+
+    // Drops every command in flight, calling each handler with a synthesized completion whose
+    // status is `status` (after a controller reset: the device no longer owns them).
+    void fail_all(std::uint16_t status) noexcept;
+    // Empties the rings and restarts phase and pointers (the queue was re-created in the device).
+    void reset_rings() noexcept;
+
+    const QueueCounters& counters() const noexcept { return counters_; }
+    // DMA scratch page of a command slot (PRP lists, SGL segments): 4 KiB, lives as long as the
+    // queue pair.
+    dma::DmaBuffer& scratch(std::uint16_t command_id) noexcept { return scratch_[command_id]; }
+
+  private:
+    struct Slot {
+        Handler handler = nullptr;
+        void* context = nullptr;
+        std::chrono::steady_clock::time_point submitted{};
+        bool busy = false;
+    };
+
+    std::uint16_t id_;
+    std::uint32_t entries_;
+    dma::DmaBuffer sq_;
+    dma::DmaBuffer cq_;
+    std::vector<dma::DmaBuffer> scratch_;
+    volatile std::uint32_t* sq_doorbell_;
+    volatile std::uint32_t* cq_doorbell_;
+    std::uint32_t sq_tail_ = 0;
+    std::uint32_t sq_tail_rung_ = 0;
+    std::uint32_t cq_head_ = 0;
+    std::uint16_t phase_ = 1;
+    std::uint32_t in_flight_ = 0;
+    std::vector<Slot> slots_;
+    std::vector<std::uint16_t> free_ids_;  // stack
+    QueueCounters counters_;
+};
+
+}  // namespace ring3::nvme

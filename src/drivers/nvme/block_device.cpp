@@ -1,0 +1,353 @@
+// NVMe as a block::BlockDevice: one namespace, I/O queue pairs handed to threads, requests
+// translated into NVM commands (NVM Command Set 1.0 §3.2: Read, Write, Flush, Write Zeroes,
+// Dataset Management) with PRPs (Base 2.0 §4.3.1) or, where the controller offers them, an SGL
+// data block descriptor (§4.3.2). Requests larger than MDTS are split.
+#include "ring3/nvme/block_device.hpp"
+
+#include <fmt/core.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
+#include "ring3/core/error.hpp"
+#include "ring3/core/log.hpp"
+
+namespace ring3::nvme {
+namespace {
+
+constexpr std::uint64_t kPage = 4096;
+constexpr std::chrono::microseconds kAdaptiveSpin{50};
+
+}  // namespace
+
+// ---- IoQueue ----------------------------------------------------------------------------------
+
+IoQueue::IoQueue(Controller& controller, const NamespaceInfo& ns, std::unique_ptr<QueuePair> pair,
+                 irq::Interrupt* interrupt, irq::WaitMode mode, bool use_sgl)
+    : controller_(controller),
+      arena_(controller.arena()),
+      space_(controller.pool().space_index()),
+      nsid_(ns.id),
+      block_size_(ns.block_size()),
+      block_count_(ns.size),
+      max_transfer_(controller.max_transfer_bytes()),
+      pair_(std::move(pair)),
+      interrupt_(interrupt),
+      mode_(mode),
+      use_sgl_(use_sgl) {
+    parents_.resize(pair_->entries());
+    free_parents_.reserve(pair_->entries());
+    for (std::uint32_t i = pair_->entries(); i-- > 0;) {
+        parents_[i].queue = this;
+        free_parents_.push_back(i);
+    }
+}
+
+IoQueue::~IoQueue() = default;
+
+// Translates one request into 1..n commands; all or nothing: when they do not all fit, nothing
+// is queued and the caller polls and retries.
+int IoQueue::submit(const block::Request& request) noexcept {
+    if (failed_) {
+        return -ENODEV;
+    }
+    const std::uint64_t bytes = std::uint64_t{request.blocks} * block_size_;
+    const bool has_data = request.op == block::Op::read || request.op == block::Op::write;
+    if (request.callback == nullptr) {
+        return -EINVAL;
+    }
+    if (request.op != block::Op::flush) {
+        if (request.blocks == 0 || request.lba >= block_count_ ||
+            request.blocks > block_count_ - request.lba) {
+            return -EINVAL;
+        }
+    }
+    if (has_data) {
+        // PRP entries are dword aligned (§4.3.1); the buffer must be DMA memory of this device.
+        if (request.data == nullptr || (reinterpret_cast<std::uintptr_t>(request.data) & 3u) != 0 ||
+            !arena_.contains(request.data, bytes)) {
+            return -EINVAL;
+        }
+    }
+    const std::uint32_t max_blocks = max_transfer_ / block_size_;
+    const std::uint32_t parts =
+        has_data || request.op == block::Op::write_zeroes
+            ? static_cast<std::uint32_t>((request.blocks + max_blocks - 1) / max_blocks)
+            : 1;
+    if (parts > pair_->entries() - 1) {
+        return -EINVAL;  // larger than the whole queue can ever hold
+    }
+    if (parts > pair_->free_slots() || free_parents_.empty()) {
+        return -EAGAIN;
+    }
+
+    const std::uint32_t parent_index = free_parents_.back();
+    free_parents_.pop_back();
+    Parent& parent = parents_[parent_index];
+    parent.callback = request.callback;
+    parent.context = request.context;
+    parent.parts_left = parts;
+    parent.status = {};
+
+    std::uint64_t lba = request.lba;
+    std::uint32_t left = request.blocks;
+    std::byte* data = request.data;
+    for (std::uint32_t part = 0; part < parts; ++part) {
+        const std::uint32_t blocks =
+            request.op == block::Op::flush ? 0 : std::min(left, max_blocks);
+        const int cid = pair_->next_command_id();
+        SubmissionEntry command{};
+        command.nsid = nsid_;
+        switch (request.op) {
+            case block::Op::read:
+            case block::Op::write:
+                command.opcode = request.op == block::Op::read ? io::read : io::write;
+                set_data_pointer(command, static_cast<std::uint16_t>(cid), data,
+                                 std::uint64_t{blocks} * block_size_);
+                break;
+            case block::Op::write_zeroes:
+                command.opcode = io::write_zeroes;
+                break;
+            case block::Op::flush:
+                command.opcode = io::flush;
+                break;
+            case block::Op::deallocate: {
+                // One range in the command's scratch page (§3.2.3: Context Attributes, Length
+                // in blocks, Starting LBA).
+                command.opcode = io::dataset_management;
+                std::byte* range = pair_->scratch(static_cast<std::uint16_t>(cid)).data();
+                const std::uint32_t attributes = 0;
+                const std::uint32_t length = request.blocks;
+                std::memcpy(range, &attributes, 4);
+                std::memcpy(range + 4, &length, 4);
+                std::memcpy(range + 8, &request.lba, 8);
+                command.dptr[0] = pair_->scratch(static_cast<std::uint16_t>(cid)).iova();
+                command.cdw10 = 0;        // one range (0-based)
+                command.cdw11 = 1u << 2;  // AD: deallocate
+                break;
+            }
+        }
+        if (request.op != block::Op::flush && request.op != block::Op::deallocate) {
+            command.cdw10 = static_cast<std::uint32_t>(lba);
+            command.cdw11 = static_cast<std::uint32_t>(lba >> 32);
+            command.cdw12 = blocks - 1;  // NLB, 0-based
+        }
+        pair_->enqueue(command, &IoQueue::on_completion, &parent);
+        lba += blocks;
+        left -= blocks;
+        data += std::size_t{blocks} * block_size_;
+    }
+    pair_->ring_doorbell();
+    return 0;
+}
+
+// Data pointer of one command: an SGL data block descriptor when the controller takes SGLs and
+// the buffer is contiguous for the device, else PRP1/PRP2 with a PRP list in the command's scratch
+// page. Page addresses are translated one by one, so buffers need not be contiguous in IOVA.
+void IoQueue::set_data_pointer(SubmissionEntry& command, std::uint16_t cid, std::byte* data,
+                               std::uint64_t bytes) noexcept {
+    const std::uint64_t first = arena_.iova(data, space_);
+    if (use_sgl_ && arena_.iova(data + bytes - 1, space_) == first + bytes - 1) {
+        SglDescriptor sgl{};
+        sgl.address = first;
+        sgl.length = static_cast<std::uint32_t>(bytes);
+        sgl.type = 0x00;  // data block, address
+        command.flags = kPsdtSgl;
+        std::memcpy(command.dptr, &sgl, sizeof sgl);
+        return;
+    }
+    command.dptr[0] = first;
+    const std::uint64_t in_first_page = kPage - (first & (kPage - 1));
+    if (bytes <= in_first_page) {
+        return;
+    }
+    std::byte* next = data + in_first_page;
+    const std::uint64_t rest = bytes - in_first_page;
+    if (rest <= kPage) {
+        command.dptr[1] = arena_.iova(next, space_);
+        return;
+    }
+    auto& list = pair_->scratch(cid);
+    auto* entries = reinterpret_cast<std::uint64_t*>(list.data());
+    const std::uint64_t pages = (rest + kPage - 1) / kPage;  // <= 512: max_transfer <= 2 MiB
+    for (std::uint64_t i = 0; i < pages; ++i) {
+        entries[i] = arena_.iova(next + i * kPage, space_);
+    }
+    command.dptr[1] = list.iova();
+}
+
+void IoQueue::on_completion(void* context, const CompletionEntry& entry) {
+    auto* parent = static_cast<Parent*>(context);
+    const StatusField status{static_cast<std::uint16_t>(entry.status >> 1)};
+    if (!status.ok() && parent->status.ok()) {
+        parent->status.device_code = status.code_and_type();
+        parent->status.error = status.code_and_type() == kAbortedByReset ? ECANCELED : EIO;
+    }
+    if (--parent->parts_left == 0) {
+        IoQueue& queue = *parent->queue;
+        const block::Callback callback = parent->callback;
+        void* user = parent->context;
+        const block::Status result = parent->status;
+        queue.free_parents_.push_back(static_cast<std::uint32_t>(parent - queue.parents_.data()));
+        callback(user, result);
+    }
+}
+
+unsigned IoQueue::poll(unsigned max) noexcept {
+    return pair_->process_completions(max);
+}
+
+unsigned IoQueue::wait(std::chrono::microseconds timeout) {
+    if (const unsigned done = poll(); done != 0 || outstanding() == 0) {
+        return done;
+    }
+    const auto start = std::chrono::steady_clock::now();
+    const auto deadline = start + timeout;
+    if (mode_ == irq::WaitMode::poll || interrupt_ == nullptr) {
+        do {
+            if (const unsigned done = poll(); done != 0) {
+                return done;
+            }
+        } while (std::chrono::steady_clock::now() < deadline);
+        return 0;
+    }
+    if (mode_ == irq::WaitMode::adaptive) {
+        const auto spin_until = std::min(deadline, start + kAdaptiveSpin);
+        while (std::chrono::steady_clock::now() < spin_until) {
+            if (const unsigned done = poll(); done != 0) {
+                return done;
+            }
+        }
+    }
+    // Interrupt: the eventfd counts signals, so a completion that lands between the poll above
+    // and this wait is not lost: wait() returns at once.
+    for (;;) {
+        const auto left = std::chrono::duration_cast<std::chrono::microseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) {
+            return poll();
+        }
+        const auto signalled = interrupt_->wait(left);
+        const unsigned done = poll();
+        if (interrupt_->source() == irq::Interrupt::Source::uio) {
+            interrupt_->rearm();  // INTx was masked by the kernel's handler
+        }
+        if (done != 0 || signalled == 0) {
+            return done;
+        }
+    }
+}
+
+// ---- NvmeBlockDevice --------------------------------------------------------------------------
+
+NvmeBlockDevice::NvmeBlockDevice(std::unique_ptr<Device> device, const BlockOptions& options)
+    : device_(std::move(device)), options_(options) {
+    if (options.mode != irq::WaitMode::poll) {
+        // All vectors before any queue exists: VFIO cannot add MSI-X vectors to a live set.
+        const unsigned msix = device_->irq_count(IrqKind::msix);
+        if (msix >= 2) {
+            const unsigned vectors = std::min(msix, options.queues + 1);
+            interrupts_ = device_->enable_irqs(IrqKind::msix, vectors);
+            vector_kind_ = IrqKind::msix;
+        } else if (device_->irq_count(IrqKind::intx) > 0) {
+            interrupts_ = device_->enable_irqs(IrqKind::intx, 1);
+            vector_kind_ = IrqKind::intx;
+        } else {
+            throw Error::invalid("set up interrupts", device_->name(),
+                                 "the device offers neither MSI-X nor INTx; use --mode poll",
+                                 ENOTSUP);
+        }
+    }
+    controller_ = std::make_unique<Controller>(*device_, options.controller);
+    namespace_ = controller_->namespace_info(options.namespace_id);
+    granted_queues_ = controller_->set_queue_count(std::max(1u, options.queues));
+    queues_.resize(granted_queues_);
+    log_info("{}: namespace {} with {} blocks of {} bytes; {} I/O queue(s) granted",
+             device_->name(), namespace_.id, namespace_.size, namespace_.block_size(),
+             granted_queues_);
+}
+
+NvmeBlockDevice::~NvmeBlockDevice() {
+    for (auto& queue : queues_) {
+        if (queue) {
+            try {
+                controller_->delete_io_queue(queue->pair());
+            } catch (const Error& e) {
+                log_warn("{}", e.what());
+            }
+        }
+    }
+    queues_.clear();
+    controller_.reset();
+    if (vector_kind_) {
+        try {
+            device_->disable_irqs(*vector_kind_);
+        } catch (const Error& e) {
+            log_warn("{}", e.what());
+        }
+    }
+}
+
+std::string NvmeBlockDevice::name() const {
+    return fmt::format("{} nsid {}", device_->name(), namespace_.id);
+}
+
+block::Geometry NvmeBlockDevice::geometry() const {
+    block::Geometry g;
+    g.block_count = namespace_.size;
+    g.block_size = namespace_.block_size();
+    g.max_transfer = controller_->max_transfer_bytes();
+    g.queue_count = granted_queues_;
+    g.max_queue_depth = std::min<std::uint32_t>(controller_->max_queue_entries(), 4096) - 1;
+    g.volatile_write_cache = controller_->info().volatile_write_cache;
+    g.write_zeroes = controller_->info().supports_write_zeroes();
+    g.deallocate = controller_->info().supports_deallocate();
+    return g;
+}
+
+block::Queue& NvmeBlockDevice::open_queue(unsigned index, unsigned depth, irq::WaitMode mode) {
+    if (index >= granted_queues_) {
+        throw Error::invalid(
+            fmt::format("open queue {}", index), name(),
+            fmt::format("the controller granted {} I/O queue(s)", granted_queues_));
+    }
+    if (queues_[index]) {
+        return *queues_[index];
+    }
+    const std::uint32_t max_depth = geometry().max_queue_depth;
+    if (depth > max_depth) {
+        throw Error::invalid(fmt::format("open queue {} with depth {}", index, depth), name(),
+                             fmt::format("the controller allows at most {} (CAP.MQES + 1 = {} "
+                                         "entries, one always empty)",
+                                         max_depth, controller_->max_queue_entries()));
+    }
+    const std::uint32_t entries = (depth == 0 ? max_depth : depth) + 1;
+    irq::Interrupt* interrupt = nullptr;
+    int vector = -1;
+    if (mode != irq::WaitMode::poll) {
+        if (interrupts_.empty()) {
+            throw Error::invalid(fmt::format("open queue {} in {} mode", index, to_string(mode)),
+                                 name(), "the device was opened in poll mode (no vectors)");
+        }
+        // Vector 0 serves the admin queue; I/O queue i gets vector i + 1 when there are enough,
+        // else they share the last one (INTx: the only one).
+        const unsigned v =
+            std::min<unsigned>(index + 1, static_cast<unsigned>(interrupts_.size()) - 1);
+        interrupt = &interrupts_[v];
+        vector = static_cast<int>(v);
+    }
+    auto pair =
+        controller_->create_io_queue(static_cast<std::uint16_t>(index + 1), entries, vector);
+    queues_[index] =
+        std::make_unique<IoQueue>(*controller_, namespace_, std::move(pair), interrupt, mode,
+                                  controller_->info().supports_sgl() && options_.use_sgl);
+    return *queues_[index];
+}
+
+dma::DmaPool& NvmeBlockDevice::dma_pool() {
+    return controller_->pool();
+}
+
+}  // namespace ring3::nvme

@@ -1,0 +1,150 @@
+#include "ring3/nvme/queue_pair.hpp"
+
+#include <fmt/core.h>
+
+#include <atomic>
+#include <cstring>
+
+#include "ring3/core/error.hpp"
+
+namespace ring3::nvme {
+
+QueuePair::QueuePair(dma::DmaPool& pool, std::uint16_t id, std::uint32_t entries,
+                     volatile std::uint32_t* sq_doorbell, volatile std::uint32_t* cq_doorbell)
+    : id_(id), entries_(entries), sq_doorbell_(sq_doorbell), cq_doorbell_(cq_doorbell) {
+    if (entries < 2 || entries > 65536) {
+        throw Error::invalid("create NVMe queue pair", fmt::format("{}", id),
+                             fmt::format("{} entries; a queue has 2 to 65536", entries));
+    }
+    // Queues are physically contiguous (CAP.CQR is set by QEMU, and we never rely on it being
+    // clear): one allocation each, which the DMA pool keeps inside one translation granule.
+    sq_ = pool.allocate(std::size_t{entries} * sizeof(SubmissionEntry), 4096);
+    cq_ = pool.allocate(std::size_t{entries} * sizeof(CompletionEntry), 4096);
+    slots_.resize(entries);
+    scratch_.reserve(entries);
+    for (std::uint32_t i = 0; i < entries; ++i) {
+        scratch_.push_back(pool.allocate(4096, 4096));
+    }
+    free_ids_.reserve(entries);
+    for (std::uint32_t i = entries; i-- > 0;) {
+        free_ids_.push_back(static_cast<std::uint16_t>(i));
+    }
+}
+
+int QueuePair::enqueue(SubmissionEntry command, Handler handler, void* context) noexcept {
+    if (free_slots() == 0 || free_ids_.empty()) {
+        return -1;
+    }
+    const std::uint16_t cid = free_ids_.back();
+    free_ids_.pop_back();
+    Slot& slot = slots_[cid];
+    slot.handler = handler;
+    slot.context = context;
+    slot.submitted = std::chrono::steady_clock::now();
+    slot.busy = true;
+    command.command_id = cid;
+    std::memcpy(sq_.data() + std::size_t{sq_tail_} * sizeof(SubmissionEntry), &command,
+                sizeof command);
+    sq_tail_ = sq_tail_ + 1 == entries_ ? 0 : sq_tail_ + 1;
+    ++in_flight_;
+    ++counters_.submitted;
+    return cid;
+}
+
+// §3.3.1.1: the entry must be visible in memory before the doorbell write that hands it over.
+void QueuePair::ring_doorbell() noexcept {
+    if (sq_tail_ == sq_tail_rung_) {
+        return;
+    }
+    std::atomic_thread_fence(std::memory_order_release);
+    *sq_doorbell_ = sq_tail_;
+    sq_tail_rung_ = sq_tail_;
+}
+
+unsigned QueuePair::process_completions(unsigned max) noexcept {
+    unsigned done = 0;
+    auto* ring = reinterpret_cast<volatile CompletionEntry*>(cq_.data());
+    while (max == 0 || done < max) {
+        volatile CompletionEntry& slot_entry = ring[cq_head_];
+        const std::uint16_t status = slot_entry.status;
+        if ((status & 1u) != phase_) {
+            break;  // §4.6: the phase tag flips when the controller writes a new entry
+        }
+        // Read the rest of the entry only after seeing the phase tag.
+        std::atomic_thread_fence(std::memory_order_acquire);
+        CompletionEntry entry;
+        entry.dw0 = slot_entry.dw0;
+        entry.dw1 = slot_entry.dw1;
+        entry.sq_head = slot_entry.sq_head;
+        entry.sq_id = slot_entry.sq_id;
+        entry.command_id = slot_entry.command_id;
+        entry.status = status;
+
+        cq_head_ = cq_head_ + 1 == entries_ ? 0 : cq_head_ + 1;
+        if (cq_head_ == 0) {
+            phase_ ^= 1u;
+        }
+        if (entry.sq_head >= entries_) {
+            ++counters_.invalid_sq_head;
+        }
+        if (entry.command_id >= entries_) {
+            ++counters_.invalid_command_id;
+            continue;
+        }
+        Slot& slot = slots_[entry.command_id];
+        if (!slot.busy) {
+            ++counters_.stale_command_id;
+            continue;
+        }
+        slot.busy = false;
+        --in_flight_;
+        ++counters_.completed;
+        free_ids_.push_back(entry.command_id);
+        ++done;
+        slot.handler(slot.context, entry);
+    }
+    if (done != 0 || counters_.stale_command_id + counters_.invalid_command_id != 0) {
+        *cq_doorbell_ = cq_head_;  // §3.3.1.2: release the consumed entries
+    }
+    return done;
+}
+
+bool QueuePair::oldest(std::uint16_t& command_id,
+                       std::chrono::steady_clock::time_point& submitted) const noexcept {
+    bool found = false;
+    for (std::uint32_t i = 0; i < entries_; ++i) {
+        if (slots_[i].busy && (!found || slots_[i].submitted < submitted)) {
+            found = true;
+            submitted = slots_[i].submitted;
+            command_id = static_cast<std::uint16_t>(i);
+        }
+    }
+    return found;
+}
+
+void QueuePair::fail_all(std::uint16_t status) noexcept {
+    for (std::uint32_t i = 0; i < entries_; ++i) {
+        Slot& slot = slots_[i];
+        if (!slot.busy) {
+            continue;
+        }
+        slot.busy = false;
+        --in_flight_;
+        free_ids_.push_back(static_cast<std::uint16_t>(i));
+        CompletionEntry entry{};
+        entry.command_id = static_cast<std::uint16_t>(i);
+        entry.sq_id = id_;
+        entry.status = static_cast<std::uint16_t>(status << 1);
+        slot.handler(slot.context, entry);
+    }
+}
+
+void QueuePair::reset_rings() noexcept {
+    std::memset(cq_.data(), 0, cq_.size());
+    sq_tail_ = 0;
+    sq_tail_rung_ = 0;
+    cq_head_ = 0;
+    phase_ = 1;
+}
+
+}  // namespace ring3::nvme
