@@ -18,13 +18,22 @@ struct BlockOptions {
     unsigned queues = 1;
     irq::WaitMode mode = irq::WaitMode::poll;  // interrupt vectors are enabled unless poll
     bool use_sgl = true;                       // when the controller supports SGLs
+    // A command older than this is aborted, and when the controller will not abort it, the
+    // controller is reset: every request in flight then completes with an error (ETIMEDOUT for
+    // the late one, ECANCELED for the rest) and the queues are created again. Recovery runs on the
+    // thread that noticed, inside Queue::wait(), and touches every queue of the device: with
+    // several queues, their threads must not be inside submit/poll/wait meanwhile.
+    std::chrono::milliseconds io_timeout{30000};
     ControllerOptions controller;
 };
 
+class NvmeBlockDevice;
+
 class IoQueue final : public block::Queue {
   public:
-    IoQueue(Controller& controller, const NamespaceInfo& ns, std::unique_ptr<QueuePair> pair,
-            irq::Interrupt* interrupt, irq::WaitMode mode, bool use_sgl);
+    IoQueue(NvmeBlockDevice& owner, Controller& controller, const NamespaceInfo& ns,
+            std::unique_ptr<QueuePair> pair, irq::Interrupt* interrupt, int vector,
+            irq::WaitMode mode, bool use_sgl, std::chrono::milliseconds io_timeout);
     ~IoQueue() override;
 
     int submit(const block::Request& request) noexcept override;
@@ -36,6 +45,13 @@ class IoQueue final : public block::Queue {
     QueuePair& pair() noexcept { return *pair_; }
     const QueueCounters& counters() const noexcept { return pair_->counters(); }
     bool uses_sgl() const noexcept { return use_sgl_; }
+    int vector() const noexcept { return vector_; }
+
+    // Recovery (see BlockOptions::io_timeout): completes everything in flight with an error,
+    // `timed_out` (a command id) with ETIMEDOUT; submit() says -EAGAIN until resumed.
+    void suspend() noexcept { suspended_ = true; }
+    void fail_in_flight(int timed_out) noexcept;
+    void resume() noexcept { suspended_ = false; }
 
   private:
     // A block request split into several commands completes when its last part does.
@@ -45,11 +61,14 @@ class IoQueue final : public block::Queue {
         void* context = nullptr;
         std::uint32_t parts_left = 0;
         block::Status status;
+        bool timed_out = false;
     };
+    void check_timeout();
     static void on_completion(void* context, const CompletionEntry& entry);
     void set_data_pointer(SubmissionEntry& command, std::uint16_t cid, std::byte* data,
                           std::uint64_t bytes) noexcept;
 
+    NvmeBlockDevice& owner_;
     Controller& controller_;
     dma::DmaArena& arena_;
     std::size_t space_;
@@ -59,9 +78,12 @@ class IoQueue final : public block::Queue {
     std::uint32_t max_transfer_;
     std::unique_ptr<QueuePair> pair_;
     irq::Interrupt* interrupt_;
+    int vector_;
     irq::WaitMode mode_;
     bool use_sgl_;
-    bool failed_ = false;
+    std::chrono::milliseconds io_timeout_;
+    bool suspended_ = false;
+    std::chrono::steady_clock::time_point last_sweep_{};
     std::vector<Parent> parents_;
     std::vector<std::uint32_t> free_parents_;
 };
@@ -80,6 +102,10 @@ class NvmeBlockDevice final : public block::BlockDevice {
     Controller& controller() noexcept { return *controller_; }
     const NamespaceInfo& namespace_info() const noexcept { return namespace_; }
     const std::vector<irq::Interrupt>& interrupts() const noexcept { return interrupts_; }
+    unsigned resets() const noexcept { return resets_; }
+
+    // Called by a queue whose command `command_id` outlived the I/O timeout.
+    void recover(IoQueue& queue, std::uint16_t command_id);
 
   private:
     std::unique_ptr<Device> device_;
@@ -90,6 +116,7 @@ class NvmeBlockDevice final : public block::BlockDevice {
     NamespaceInfo namespace_;
     unsigned granted_queues_ = 0;
     std::vector<std::unique_ptr<IoQueue>> queues_;
+    unsigned resets_ = 0;
 };
 
 }  // namespace ring3::nvme

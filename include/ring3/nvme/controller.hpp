@@ -146,6 +146,9 @@ class Controller {
     // Creates I/O CQ + SQ `id` (1-based) with `entries`; `vector`: the interrupt vector of the
     // CQ, or -1 for none (poll).
     std::unique_ptr<QueuePair> create_io_queue(std::uint16_t id, std::uint32_t entries, int vector);
+    // Creates the queue pair's CQ and SQ in the controller again, on the memory it already has
+    // (after reset(); the rings must have been emptied with QueuePair::reset_rings()).
+    void register_io_queue(const QueuePair& queue, int vector);
     void delete_io_queue(const QueuePair& queue);
 
     // ---- events ----
@@ -156,9 +159,10 @@ class Controller {
     unsigned poll_admin();
 
     // Disables the controller (CC.EN = 0) and waits for CSTS.RDY = 0 within CAP.TO: after that the
-    // device no longer touches any queue or buffer. Then enables it again with a fresh admin
-    // queue. I/O queues must be re-created by the caller.
-    void reset();
+    // device no longer touches any queue or buffer. `after_disable` runs then (to complete what
+    // was in flight). Then enables it again with a fresh admin queue, asks again for the queue
+    // count, and re-arms asynchronous events. I/O queues must be registered again by the caller.
+    void reset(const std::function<void()>& after_disable = {});
     // Normal shutdown (§3.6.1): CC.SHN = 01b, wait for CSTS.SHST = 10b.
     void shutdown() noexcept;
 
@@ -188,6 +192,8 @@ class Controller {
     std::chrono::milliseconds ready_timeout_{500};
     std::function<void(const AsyncEvent&)> event_handler_;
     unsigned events_outstanding_ = 0;
+    unsigned events_wanted_ = 0;
+    unsigned queues_requested_ = 0;
 };
 
 }  // namespace ring3::nvme

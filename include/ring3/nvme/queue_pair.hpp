@@ -57,9 +57,11 @@ class QueuePair {
     // Reaps up to `max` completions (0: all); returns how many handlers ran.
     unsigned process_completions(unsigned max = 0) noexcept;
 
-    // The oldest command in flight and when it was submitted (for timeouts); false when idle.
-    bool oldest(std::uint16_t& command_id,
-                std::chrono::steady_clock::time_point& submitted) const noexcept;
+    // Timeouts without reading the clock on the hot path: enqueue() leaves a command unstamped,
+    // and this sweep stamps unstamped commands with `now` and returns the oldest stamped one
+    // (false when idle). A command's timer so starts at the first sweep after its submission.
+    bool stamp_and_find_oldest(std::chrono::steady_clock::time_point now, std::uint16_t& command_id,
+                               std::chrono::steady_clock::time_point& stamped) noexcept;
 
     // Drops every command in flight, calling each handler with a synthesized completion whose
     // status is `status` (after a controller reset: the device no longer owns them).
@@ -68,6 +70,11 @@ class QueuePair {
     void reset_rings() noexcept;
 
     const QueueCounters& counters() const noexcept { return counters_; }
+    // The context a command in flight was enqueued with; null when `command_id` is not in flight.
+    void* context(std::uint16_t command_id) const noexcept {
+        return command_id < entries_ && slots_[command_id].busy ? slots_[command_id].context
+                                                                : nullptr;
+    }
     // DMA scratch page of a command slot (PRP lists, SGL segments): 4 KiB, lives as long as the
     // queue pair.
     dma::DmaBuffer& scratch(std::uint16_t command_id) noexcept { return scratch_[command_id]; }

@@ -24,9 +24,11 @@ constexpr std::chrono::microseconds kAdaptiveSpin{50};
 
 // ---- IoQueue ----------------------------------------------------------------------------------
 
-IoQueue::IoQueue(Controller& controller, const NamespaceInfo& ns, std::unique_ptr<QueuePair> pair,
-                 irq::Interrupt* interrupt, irq::WaitMode mode, bool use_sgl)
-    : controller_(controller),
+IoQueue::IoQueue(NvmeBlockDevice& owner, Controller& controller, const NamespaceInfo& ns,
+                 std::unique_ptr<QueuePair> pair, irq::Interrupt* interrupt, int vector,
+                 irq::WaitMode mode, bool use_sgl, std::chrono::milliseconds io_timeout)
+    : owner_(owner),
+      controller_(controller),
       arena_(controller.arena()),
       space_(controller.pool().space_index()),
       nsid_(ns.id),
@@ -35,8 +37,10 @@ IoQueue::IoQueue(Controller& controller, const NamespaceInfo& ns, std::unique_pt
       max_transfer_(controller.max_transfer_bytes()),
       pair_(std::move(pair)),
       interrupt_(interrupt),
+      vector_(vector),
       mode_(mode),
-      use_sgl_(use_sgl) {
+      use_sgl_(use_sgl),
+      io_timeout_(io_timeout) {
     parents_.resize(pair_->entries());
     free_parents_.reserve(pair_->entries());
     for (std::uint32_t i = pair_->entries(); i-- > 0;) {
@@ -50,8 +54,8 @@ IoQueue::~IoQueue() = default;
 // Translates one request into 1..n commands; all or nothing: when they do not all fit, nothing
 // is queued and the caller polls and retries.
 int IoQueue::submit(const block::Request& request) noexcept {
-    if (failed_) {
-        return -ENODEV;
+    if (suspended_) {
+        return -EAGAIN;  // a controller reset is under way
     }
     const std::uint64_t bytes = std::uint64_t{request.blocks} * block_size_;
     const bool has_data = request.op == block::Op::read || request.op == block::Op::write;
@@ -181,7 +185,9 @@ void IoQueue::set_data_pointer(SubmissionEntry& command, std::uint16_t cid, std:
 void IoQueue::on_completion(void* context, const CompletionEntry& entry) {
     auto* parent = static_cast<Parent*>(context);
     const StatusField status{static_cast<std::uint16_t>(entry.status >> 1)};
-    if (!status.ok() && parent->status.ok()) {
+    if (parent->timed_out) {
+        parent->status = block::Status{ETIMEDOUT, 0};
+    } else if (!status.ok() && parent->status.ok()) {
         parent->status.device_code = status.code_and_type();
         parent->status.error = status.code_and_type() == kAbortedByReset ? ECANCELED : EIO;
     }
@@ -199,45 +205,72 @@ unsigned IoQueue::poll(unsigned max) noexcept {
     return pair_->process_completions(max);
 }
 
+void IoQueue::fail_in_flight(int timed_out) noexcept {
+    if (timed_out >= 0) {
+        if (auto* parent =
+                static_cast<Parent*>(pair_->context(static_cast<std::uint16_t>(timed_out)))) {
+            parent->timed_out = true;
+        }
+    }
+    pair_->fail_all(kAbortedByReset);
+    pair_->reset_rings();
+}
+
+// Looks at the oldest command in flight; one that outlived the I/O timeout starts recovery.
+void IoQueue::check_timeout() {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_sweep_ < std::chrono::milliseconds(1)) {
+        return;  // sweeping is O(depth): at most once a millisecond
+    }
+    last_sweep_ = now;
+    std::uint16_t cid = 0;
+    std::chrono::steady_clock::time_point stamped;
+    if (pair_->stamp_and_find_oldest(now, cid, stamped) && now - stamped > io_timeout_) {
+        owner_.recover(*this, cid);
+    }
+}
+
 unsigned IoQueue::wait(std::chrono::microseconds timeout) {
     if (const unsigned done = poll(); done != 0 || outstanding() == 0) {
+        if (outstanding() != 0) {
+            check_timeout();
+        }
         return done;
     }
     const auto start = std::chrono::steady_clock::now();
     const auto deadline = start + timeout;
+    unsigned done = 0;
     if (mode_ == irq::WaitMode::poll || interrupt_ == nullptr) {
         do {
-            if (const unsigned done = poll(); done != 0) {
-                return done;
+            done = poll();
+        } while (done == 0 && std::chrono::steady_clock::now() < deadline);
+    } else {
+        if (mode_ == irq::WaitMode::adaptive) {
+            const auto spin_until = std::min(deadline, start + kAdaptiveSpin);
+            do {
+                done = poll();
+            } while (done == 0 && std::chrono::steady_clock::now() < spin_until);
+        }
+        // Interrupt: the eventfd counts signals, so a completion that lands between the poll
+        // above and this wait is not lost: wait() returns at once.
+        while (done == 0) {
+            const auto left = std::chrono::duration_cast<std::chrono::microseconds>(
+                deadline - std::chrono::steady_clock::now());
+            if (left.count() <= 0) {
+                break;
             }
-        } while (std::chrono::steady_clock::now() < deadline);
-        return 0;
-    }
-    if (mode_ == irq::WaitMode::adaptive) {
-        const auto spin_until = std::min(deadline, start + kAdaptiveSpin);
-        while (std::chrono::steady_clock::now() < spin_until) {
-            if (const unsigned done = poll(); done != 0) {
-                return done;
+            const auto signalled = interrupt_->wait(left);
+            done = poll();
+            if (interrupt_->source() == irq::Interrupt::Source::uio) {
+                interrupt_->rearm();  // INTx was masked by the kernel's handler
+            }
+            if (signalled == 0) {
+                break;
             }
         }
     }
-    // Interrupt: the eventfd counts signals, so a completion that lands between the poll above
-    // and this wait is not lost: wait() returns at once.
-    for (;;) {
-        const auto left = std::chrono::duration_cast<std::chrono::microseconds>(
-            deadline - std::chrono::steady_clock::now());
-        if (left.count() <= 0) {
-            return poll();
-        }
-        const auto signalled = interrupt_->wait(left);
-        const unsigned done = poll();
-        if (interrupt_->source() == irq::Interrupt::Source::uio) {
-            interrupt_->rearm();  // INTx was masked by the kernel's handler
-        }
-        if (done != 0 || signalled == 0) {
-            return done;
-        }
-    }
+    check_timeout();
+    return done;
 }
 
 // ---- NvmeBlockDevice --------------------------------------------------------------------------
@@ -313,15 +346,15 @@ block::Queue& NvmeBlockDevice::open_queue(unsigned index, unsigned depth, irq::W
             fmt::format("open queue {}", index), name(),
             fmt::format("the controller granted {} I/O queue(s)", granted_queues_));
     }
-    if (queues_[index]) {
-        return *queues_[index];
-    }
     const std::uint32_t max_depth = geometry().max_queue_depth;
     if (depth > max_depth) {
         throw Error::invalid(fmt::format("open queue {} with depth {}", index, depth), name(),
                              fmt::format("the controller allows at most {} (CAP.MQES + 1 = {} "
                                          "entries, one always empty)",
                                          max_depth, controller_->max_queue_entries()));
+    }
+    if (queues_[index]) {
+        return *queues_[index];
     }
     const std::uint32_t entries = (depth == 0 ? max_depth : depth) + 1;
     irq::Interrupt* interrupt = nullptr;
@@ -340,14 +373,52 @@ block::Queue& NvmeBlockDevice::open_queue(unsigned index, unsigned depth, irq::W
     }
     auto pair =
         controller_->create_io_queue(static_cast<std::uint16_t>(index + 1), entries, vector);
-    queues_[index] =
-        std::make_unique<IoQueue>(*controller_, namespace_, std::move(pair), interrupt, mode,
-                                  controller_->info().supports_sgl() && options_.use_sgl);
+    queues_[index] = std::make_unique<IoQueue>(
+        *this, *controller_, namespace_, std::move(pair), interrupt, vector, mode,
+        controller_->info().supports_sgl() && options_.use_sgl, options_.io_timeout);
     return *queues_[index];
 }
 
 dma::DmaPool& NvmeBlockDevice::dma_pool() {
     return controller_->pool();
+}
+
+// Base 2.0 §5.1 (Abort) and §3.7.2 (Controller Level Reset): abort the late command; QEMU, like
+// many controllers, answers "not aborted", so then reset the controller. Everything in flight
+// is completed only after CSTS.RDY reads 0, when the device can no longer write into buffers.
+void NvmeBlockDevice::recover(IoQueue& late, std::uint16_t command_id) {
+    log_warn("{}: command {} on queue {} outlived the {} ms I/O timeout; aborting it", name(),
+             command_id, late.pair().id(), options_.io_timeout.count());
+    try {
+        const std::uint32_t result = controller_->abort(late.pair().id(), command_id);
+        if ((result & 1u) == 0) {
+            log_info("{}: the controller aborted command {}", name(), command_id);
+            return;  // it completes with "Command Abort Requested"
+        }
+        log_warn("{}: the controller did not abort command {}; resetting it", name(), command_id);
+    } catch (const Error& e) {
+        log_warn("{}: abort failed ({}); resetting the controller", name(), e.what());
+    }
+    for (auto& queue : queues_) {
+        if (queue) {
+            queue->suspend();
+        }
+    }
+    controller_->reset([&] {
+        for (auto& queue : queues_) {
+            if (queue) {
+                queue->fail_in_flight(queue.get() == &late ? command_id : -1);
+            }
+        }
+    });
+    for (auto& queue : queues_) {
+        if (queue) {
+            controller_->register_io_queue(queue->pair(), queue->vector());
+            queue->resume();
+        }
+    }
+    ++resets_;
+    log_warn("{}: controller reset; its I/O queues were created again", name());
 }
 
 }  // namespace ring3::nvme

@@ -360,6 +360,7 @@ NamespaceInfo Controller::identify_namespace(std::uint32_t nsid) {
 }
 
 unsigned Controller::set_queue_count(unsigned wanted) {
+    queues_requested_ = wanted;
     SubmissionEntry command{};
     command.opcode = admin::set_features;
     command.cdw10 = feature::number_of_queues;
@@ -447,25 +448,31 @@ std::unique_ptr<QueuePair> Controller::create_io_queue(std::uint16_t id, std::ui
     auto queue = std::make_unique<QueuePair>(*pool_, id, entries,
                                              doorbell(reg::sq_tail_doorbell(id, doorbell_stride_)),
                                              doorbell(reg::cq_head_doorbell(id, doorbell_stride_)));
+    register_io_queue(*queue, vector);
+    return queue;
+}
+
+void Controller::register_io_queue(const QueuePair& queue, int vector) {
+    const std::uint32_t sizes = ((queue.entries() - 1) << 16) | queue.id();
     // §5.4 Create I/O Completion Queue: PC = 1; IEN and IV when a vector is given.
     SubmissionEntry cq{};
     cq.opcode = admin::create_io_cq;
-    cq.dptr[0] = queue->cq_iova();
-    cq.cdw10 = ((entries - 1) << 16) | id;
+    cq.dptr[0] = queue.cq_iova();
+    cq.cdw10 = sizes;
     cq.cdw11 = 1u | (vector >= 0 ? (2u | (static_cast<std::uint32_t>(vector) << 16)) : 0u);
     admin(cq, "Create I/O Completion Queue");
     // §5.5 Create I/O Submission Queue: PC = 1, bound to the CQ of the same id.
     SubmissionEntry sq{};
     sq.opcode = admin::create_io_sq;
-    sq.dptr[0] = queue->sq_iova();
-    sq.cdw10 = ((entries - 1) << 16) | id;
-    sq.cdw11 = 1u | (static_cast<std::uint32_t>(id) << 16);
+    sq.dptr[0] = queue.sq_iova();
+    sq.cdw10 = sizes;
+    sq.cdw11 = 1u | (static_cast<std::uint32_t>(queue.id()) << 16);
     try {
         admin(sq, "Create I/O Submission Queue");
     } catch (...) {
         SubmissionEntry undo{};
         undo.opcode = admin::delete_io_cq;
-        undo.cdw10 = id;
+        undo.cdw10 = queue.id();
         try {
             admin(undo, "Delete I/O Completion Queue");
         } catch (const Error& e) {
@@ -473,7 +480,6 @@ std::unique_ptr<QueuePair> Controller::create_io_queue(std::uint16_t id, std::ui
         }
         throw;
     }
-    return queue;
 }
 
 void Controller::delete_io_queue(const QueuePair& queue) {
@@ -489,9 +495,16 @@ void Controller::delete_io_queue(const QueuePair& queue) {
 
 void Controller::enable_async_events(std::function<void(const AsyncEvent&)> handler,
                                      unsigned count) {
+    // §5.27.1.7 Asynchronous Event Configuration: report every SMART critical warning (bits 7:0)
+    // and namespace attribute changes (bit 8); a controller may report nothing until asked.
+    SubmissionEntry configure{};
+    configure.opcode = admin::set_features;
+    configure.cdw10 = feature::async_event_configuration;
+    configure.cdw11 = 0xffu | (1u << 8);
+    admin(configure, "Set Features (Asynchronous Event Configuration)");
     event_handler_ = std::move(handler);
-    count = std::min<unsigned>(count, info_.async_event_limit + 1u);
-    while (events_outstanding_ < count) {
+    events_wanted_ = std::max(1u, std::min<unsigned>(count, info_.async_event_limit + 1u));
+    while (events_outstanding_ < events_wanted_) {
         submit_async_event_request();
     }
 }
@@ -523,28 +536,31 @@ void Controller::submit_async_event_request() {
 }
 
 unsigned Controller::poll_admin() {
-    const unsigned before = events_outstanding_;
     const unsigned done = admin_->process_completions();
-    // §5.2: an event is reported once per request; keep the requests outstanding.
-    if (event_handler_ && events_outstanding_ < before) {
-        while (events_outstanding_ < before) {
-            submit_async_event_request();
-        }
+    // §5.2: each request reports one event; keep `events_wanted_` outstanding.
+    while (event_handler_ && events_outstanding_ < events_wanted_) {
+        submit_async_event_request();
     }
     return done;
 }
 
-void Controller::reset() {
+void Controller::reset(const std::function<void()>& after_disable) {
     disable();
     // CSTS.RDY = 0: the controller has stopped touching its queues (§3.5.2), so what was in
-    // flight on the admin queue can be completed with an error and its memory reused.
+    // flight can be completed with an error and its memory reused.
     admin_->fail_all(0x0008);  // Generic: Command Aborted due to SQ Deletion
     admin_->reset_rings();
-    const unsigned events = events_outstanding_;
     events_outstanding_ = 0;
+    if (after_disable) {
+        after_disable();
+    }
     enable();
-    while (event_handler_ && events_outstanding_ < events) {
-        submit_async_event_request();
+    if (queues_requested_ != 0) {
+        set_queue_count(queues_requested_);  // the feature does not survive a reset (§5.27.1.5)
+    }
+    if (event_handler_) {
+        auto handler = event_handler_;
+        enable_async_events(std::move(handler), events_wanted_);
     }
 }
 

@@ -40,7 +40,7 @@ int QueuePair::enqueue(SubmissionEntry command, Handler handler, void* context) 
     Slot& slot = slots_[cid];
     slot.handler = handler;
     slot.context = context;
-    slot.submitted = std::chrono::steady_clock::now();
+    slot.submitted = {};  // stamped by the next timeout sweep: no clock read here
     slot.busy = true;
     command.command_id = cid;
     std::memcpy(sq_.data() + std::size_t{sq_tail_} * sizeof(SubmissionEntry), &command,
@@ -109,13 +109,21 @@ unsigned QueuePair::process_completions(unsigned max) noexcept {
     return done;
 }
 
-bool QueuePair::oldest(std::uint16_t& command_id,
-                       std::chrono::steady_clock::time_point& submitted) const noexcept {
+bool QueuePair::stamp_and_find_oldest(std::chrono::steady_clock::time_point now,
+                                      std::uint16_t& command_id,
+                                      std::chrono::steady_clock::time_point& stamped) noexcept {
     bool found = false;
     for (std::uint32_t i = 0; i < entries_; ++i) {
-        if (slots_[i].busy && (!found || slots_[i].submitted < submitted)) {
+        Slot& slot = slots_[i];
+        if (!slot.busy) {
+            continue;
+        }
+        if (slot.submitted == std::chrono::steady_clock::time_point{}) {
+            slot.submitted = now;
+        }
+        if (!found || slot.submitted < stamped) {
             found = true;
-            submitted = slots_[i].submitted;
+            stamped = slot.submitted;
             command_id = static_cast<std::uint16_t>(i);
         }
     }
