@@ -17,9 +17,6 @@
 namespace ring3::pci {
 namespace {
 
-constexpr std::uint64_t kResourceDisabled = 0x10000000;  // IORESOURCE_DISABLED
-constexpr std::uint64_t kResourceUnset = 0x20000000;     // IORESOURCE_UNSET
-
 bool valid_width(unsigned width_bytes) noexcept {
     return width_bytes == 1 || width_bytes == 2 || width_bytes == 4 || width_bytes == 8;
 }
@@ -307,7 +304,7 @@ std::unique_ptr<RegionAccess> open_sysfs_bar(const Address& address, unsigned in
         throw Error::invalid("open", name, "the device does not implement this BAR", ENXIO);
     }
     const Resource& resource = resources[index];
-    if ((resource.flags & (kResourceDisabled | kResourceUnset)) != 0) {
+    if (!resource.assigned()) {
         throw Error::invalid("open", name,
                              "the BAR has no address assigned (dmesg shows why, in lines about "
                              "'BAR')",

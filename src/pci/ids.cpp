@@ -1,39 +1,18 @@
 #include "ring3/pci/ids.hpp"
 
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <fmt/core.h>
 
 #include <array>
-#include <cerrno>
 #include <cstdlib>
 #include <utility>
 
 #include "ring3/core/error.hpp"
-#include "ring3/core/unique_fd.hpp"
+#include "ring3/core/file.hpp"
 
 namespace ring3::pci {
 namespace {
-
-std::string read_whole_file(const std::string& path) {
-    const auto fd = UniqueFd::open(path, O_RDONLY);
-    std::string text;
-    std::array<char, 65536> buffer{};
-    for (;;) {
-        const ssize_t n = ::read(fd.get(), buffer.data(), buffer.size());
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            throw Error::from_errno("read", path);
-        }
-        if (n == 0) {
-            return text;
-        }
-        text.append(buffer.data(), static_cast<std::size_t>(n));
-    }
-}
 
 std::optional<std::uint32_t> parse_hex_exact(std::string_view digits, std::size_t length) {
     if (digits.size() != length) {
@@ -235,7 +214,7 @@ PciIds PciIds::parse(std::string_view text, const std::string& source) {
 }
 
 PciIds PciIds::load_file(const std::string& path) {
-    return parse(read_whole_file(path), path);
+    return parse(read_file(path), path);
 }
 
 PciIds PciIds::load_default() {

@@ -1,8 +1,6 @@
 #include "ring3/pci/sysfs.hpp"
 
-#include <fcntl.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <fmt/core.h>
 
@@ -13,42 +11,15 @@
 #include <system_error>
 
 #include "ring3/core/error.hpp"
-#include "ring3/core/unique_fd.hpp"
+#include "ring3/core/file.hpp"
 
 namespace ring3::pci {
 namespace fs = std::filesystem;
 namespace {
 
-// Reads a whole sysfs attribute (or any small file). nullopt when it does not exist; any other
-// failure throws naming the file.
-std::optional<std::string> read_optional(const fs::path& path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno == ENOENT) {
-            return std::nullopt;
-        }
-        throw Error::from_errno("open", path.string());
-    }
-    const UniqueFd owner(fd);
-    std::string text;
-    std::array<char, 4096> buffer{};
-    for (;;) {
-        const ssize_t n = ::read(fd, buffer.data(), buffer.size());
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            throw Error::from_errno("read", path.string());
-        }
-        if (n == 0) {
-            return text;
-        }
-        text.append(buffer.data(), static_cast<std::size_t>(n));
-    }
-}
-
+// A required attribute: missing is an error naming the file ("read PATH: No such file...").
 std::string read_required(const fs::path& path) {
-    auto text = read_optional(path);
+    auto text = read_optional_file(path.string());
     if (!text) {
         throw Error("read", path.string(), ENOENT);
     }
@@ -314,7 +285,7 @@ DeviceInfo Sysfs::device(const Address& address) const {
     info.iommu_group = iommu_group_number(address);
     info.resources = resources(address);
 
-    if (const auto text = read_optional(dir / "numa_node")) {
+    if (const auto text = read_optional_file((dir / "numa_node").string())) {
         const auto value = trim(*text);
         if (value != "-1") {
             info.numa_node = parse_unsigned(value);
@@ -326,7 +297,7 @@ DeviceInfo Sysfs::device(const Address& address) const {
     }
 
     try {
-        if (const auto text = read_optional(dir / "reset_method")) {
+        if (const auto text = read_optional_file((dir / "reset_method").string())) {
             info.reset_methods.state = ResetMethods::State::listed;
             std::string_view rest = trim(*text);
             while (!rest.empty()) {
@@ -340,7 +311,7 @@ DeviceInfo Sysfs::device(const Address& address) const {
         info.reset_methods.problem = e.what();
     }
 
-    if (const auto text = read_optional(dir / "power_state")) {
+    if (const auto text = read_optional_file((dir / "power_state").string())) {
         info.power_state = std::string(trim(*text));
     }
     return info;
@@ -355,7 +326,7 @@ IommuGroup Sysfs::iommu_group(unsigned number) const {
     }
     IommuGroup group;
     group.number = number;
-    if (const auto type = read_optional(dir / "type")) {
+    if (const auto type = read_optional_file((dir / "type").string())) {
         group.type = std::string(trim(*type));
     }
     for (const auto& entry : it) {
@@ -382,23 +353,8 @@ IommuGroup Sysfs::iommu_group(unsigned number) const {
 }
 
 std::vector<std::uint8_t> Sysfs::read_config(const Address& address) const {
-    const fs::path path = device_path(address) / "config";
-    const auto fd = UniqueFd::open(path.string(), O_RDONLY);
-    std::vector<std::uint8_t> bytes;
-    std::array<std::uint8_t, 4096> buffer{};
-    for (;;) {
-        const ssize_t n = ::read(fd.get(), buffer.data(), buffer.size());
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            throw Error::from_errno("read", path.string());
-        }
-        if (n == 0) {
-            return bytes;
-        }
-        bytes.insert(bytes.end(), buffer.begin(), buffer.begin() + n);
-    }
+    const std::string bytes = read_file((device_path(address) / "config").string());
+    return std::vector<std::uint8_t>(bytes.begin(), bytes.end());
 }
 
 std::size_t Sysfs::config_size(const Address& address) const {

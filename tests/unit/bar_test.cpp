@@ -13,26 +13,16 @@
 #include <vector>
 
 #include "ring3/core/error.hpp"
+#include "test_support.hpp"
 
 namespace ring3::pci {
 namespace {
 
 namespace fs = std::filesystem;
 
-// Runs `f`, expects a ring3::Error, returns its message (and checks errno when given).
-template <typename F>
-std::string error_of(F&& f, int expected_errno = 0) {
-    try {
-        f();
-    } catch (const Error& e) {
-        if (expected_errno != 0) {
-            EXPECT_EQ(e.errnum(), expected_errno) << e.what();
-        }
-        return e.what();
-    }
-    ADD_FAILURE() << "no ring3::Error thrown";
-    return {};
-}
+using testing::error_of;
+using testing::TempDir;
+using testing::write_file;
 
 // A register file the size of a small BAR, little-endian as PCI is.
 struct FakeRegisters {
@@ -89,32 +79,7 @@ TEST(MappedRegion, RefusesOutOfRangeMisalignedAndReadOnlyAccesses) {
     EXPECT_NE(read_only.find("read-only"), std::string::npos) << read_only;
 }
 
-// ---- a temporary directory, for files and fake sysfs trees -------------------------------------
-
-class TempDir {
-  public:
-    TempDir() {
-        std::string pattern = (fs::temp_directory_path() / "ring3-bar-XXXXXX").string();
-        if (::mkdtemp(pattern.data()) == nullptr) {
-            throw Error::from_errno("mkdtemp", pattern);
-        }
-        path_ = pattern;
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path_, ec);
-    }
-    const fs::path& path() const { return path_; }
-
-  private:
-    fs::path path_;
-};
-
-void write_file(const fs::path& path, const std::string& text) {
-    fs::create_directories(path.parent_path());
-    std::ofstream out(path, std::ios::binary);
-    out << text;
-}
+// ---- files in a temporary directory, and fake sysfs trees -------------------------------------
 
 void write_bytes(const fs::path& path, const std::vector<std::uint8_t>& bytes) {
     fs::create_directories(path.parent_path());
@@ -289,7 +254,7 @@ class FakeSysfsBar : public ::testing::Test {
         return o;
     }
 
-    TempDir dir_;
+    TempDir dir_{"ring3-bar"};
     fs::path root_;
     fs::path device_;
 };
@@ -342,6 +307,15 @@ TEST_F(FakeSysfsBar, RefusesUnusedAndOutOfRangeBars) {
     const auto missing =
         error_of([&] { open_sysfs_bar(Address::parse("0000:02:00.0"), 0, options()); }, ENODEV);
     EXPECT_NE(missing.find("0000:02:00.0"), std::string::npos) << missing;
+}
+
+TEST_F(FakeSysfsBar, RefusesBarWithoutAnAddress) {
+    // BAR0 as the kernel lists one it could not place: the size kept, IORESOURCE_UNSET set.
+    write_file(device_ / "resource", "0x0000000000000000 0x0000000000003fff 0x0000000020040200\n");
+    const auto message =
+        error_of([&] { open_sysfs_bar(Address::parse(kBdf), 0, options()); }, ENXIO);
+    EXPECT_NE(message.find("0000:01:00.0 BAR0"), std::string::npos) << message;
+    EXPECT_NE(message.find("no address assigned"), std::string::npos) << message;
 }
 
 TEST_F(FakeSysfsBar, RefusesDeviceOnKernelDriverNamingHowToFreeIt) {

@@ -1,7 +1,6 @@
 #include "ring3/pci/bind.hpp"
 
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
 #include <cerrno>
 #include <filesystem>
@@ -11,34 +10,18 @@
 #include <vector>
 
 #include "ring3/core/error.hpp"
+#include "test_support.hpp"
 
 namespace ring3::pci {
 namespace {
 
 namespace fs = std::filesystem;
 
-template <typename F>
-std::string error_of(F&& f, int expected_errno = 0) {
-    try {
-        f();
-    } catch (const Error& e) {
-        if (expected_errno != 0) {
-            EXPECT_EQ(e.errnum(), expected_errno) << e.what();
-        }
-        return e.what();
-    }
-    ADD_FAILURE() << "no ring3::Error thrown";
-    return {};
-}
+using testing::error_of;
+using testing::write_file;
 
 bool contains(const std::string& text, const std::string& part) {
     return text.find(part) != std::string::npos;
-}
-
-void write_file(const fs::path& path, const std::string& text) {
-    fs::create_directories(path.parent_path());
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out << text;
 }
 
 std::string read_file(const fs::path& path) {
@@ -57,11 +40,6 @@ class FakeSystem : public ::testing::Test {
     static constexpr const char* kNic = "0000:00:03.0";   // virtio-net with eth0
 
     void SetUp() override {
-        std::string pattern = (fs::temp_directory_path() / "ring3-bind-XXXXXX").string();
-        ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
-        base_ = pattern;
-        sys_ = base_ / "sys";
-        proc_ = base_ / "proc";
         for (const char* driver : {"virtio-pci", "vfio-pci", "uio_pci_generic", "nvme"}) {
             add_driver(driver);
         }
@@ -85,11 +63,6 @@ class FakeSystem : public ::testing::Test {
                    "22 27 0:21 / /proc rw,relatime - proc proc rw\n"
                    "23 27 0:22 / /sys rw,relatime - sysfs sysfs rw\n");
         write_file(proc_ / "swaps", "Filename\tType\tSize\tUsed\tPriority\n");
-    }
-
-    void TearDown() override {
-        std::error_code ec;
-        fs::remove_all(base_, ec);
     }
 
     fs::path device_dir(const std::string& bdf) const { return sys_ / "devices/pci0000:00" / bdf; }
@@ -174,9 +147,9 @@ class FakeSystem : public ::testing::Test {
         }
     }
 
-    fs::path base_;
-    fs::path sys_;
-    fs::path proc_;
+    testing::TempDir base_{"ring3-bind"};
+    fs::path sys_ = base_.path() / "sys";
+    fs::path proc_ = base_.path() / "proc";
     std::vector<Write> writes_;
     std::vector<std::string> loaded_;
     bool probe_succeeds_ = true;

@@ -9,7 +9,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <fstream>
-#include <functional>
 #include <iterator>
 #include <limits>
 #include <span>
@@ -18,9 +17,12 @@
 #include <vector>
 
 #include "ring3/core/error.hpp"
+#include "test_support.hpp"
 
 namespace ring3::pci {
 namespace {
+
+using testing::error_of;
 
 // A config space being edited: starts from a file or from zeros.
 class Space {
@@ -80,15 +82,6 @@ std::string header_error(const ConfigView& view) {
     return "no error";
 }
 
-std::string read_error(const std::function<void()>& read) {
-    try {
-        read();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "no error";
-}
-
 // The capability chain of QEMU/Firecracker's virtio 1.0 PCI devices (saved from this host):
 // five virtio vendor capabilities, then MSI-X at 0x98.
 const std::vector<std::string> kVirtioChain = {
@@ -126,18 +119,18 @@ TEST(ConfigView, ReadsLittleEndian) {
 TEST(ConfigView, ThrowsOnReadsPastTheEnd) {
     Space space(64);
     const auto view = space.view();
-    EXPECT_EQ(read_error([&] { view.read32(0x3e); }),
+    EXPECT_EQ(error_of([&] { view.read32(0x3e); }),
               "read 32 bits of config space at 0x3e: past the end of the 64 bytes available");
-    EXPECT_EQ(read_error([&] { view.read16(0x3f); }),
+    EXPECT_EQ(error_of([&] { view.read16(0x3f); }),
               "read 16 bits of config space at 0x3f: past the end of the 64 bytes available");
-    EXPECT_EQ(read_error([&] { view.read8(0x40); }),
+    EXPECT_EQ(error_of([&] { view.read8(0x40); }),
               "read 8 bits of config space at 0x40: past the end of the 64 bytes available");
-    EXPECT_EQ(read_error([&] { view.read32(std::numeric_limits<std::size_t>::max() - 1); }),
+    EXPECT_EQ(error_of([&] { view.read32(std::numeric_limits<std::size_t>::max() - 1); }),
               "read 32 bits of config space at 0xfffffffffffffffe: past the end of the 64 bytes "
               "available");
-    EXPECT_EQ(read_error([&] { ConfigView({}).read8(0); }),
+    EXPECT_EQ(error_of([&] { ConfigView({}).read8(0); }),
               "read 8 bits of config space at 0x0: past the end of the 0 bytes available");
-    EXPECT_EQ(read_error([&] { view.read32(0x3c); }), "no error");
+    EXPECT_EQ(error_of([&] { view.read32(0x3c); }), "no error");
 }
 
 // ---- Real devices (this host: Firecracker/QEMU virtio 1.0 devices and an Intel host bridge) ----
@@ -150,7 +143,7 @@ struct HostDevice {
     unsigned msix_vectors;
 };
 
-class HostVirtioDevice : public testing::TestWithParam<HostDevice> {};
+class HostVirtioDevice : public ::testing::TestWithParam<HostDevice> {};
 
 TEST_P(HostVirtioDevice, DecodesHeaderBarsAndCapabilities) {
     const HostDevice& expected = GetParam();
@@ -214,7 +207,7 @@ TEST_P(HostVirtioDevice, DecodesHeaderBarsAndCapabilities) {
 
 INSTANTIATE_TEST_SUITE_P(
     Host, HostVirtioDevice,
-    testing::Values(
+    ::testing::Values(
         HostDevice{"host-1af4-1041-virtio-net.cfg", 0x1041, 0x020000, 0x4000100000, 3},
         HostDevice{"host-1af4-1042-virtio-blk.cfg", 0x1042, 0x018000, 0x4000080000, 2},
         HostDevice{"host-1af4-1044-virtio-rng.cfg", 0x1044, 0xffff00, 0x4000200000, 2},
@@ -285,7 +278,7 @@ std::vector<std::string> bar_lines(const Header& header) {
     return lines;
 }
 
-class GuestConfig : public testing::TestWithParam<GuestDevice> {};
+class GuestConfig : public ::testing::TestWithParam<GuestDevice> {};
 
 TEST_P(GuestConfig, DecodesAsLspciDoes) {
     const GuestDevice& expected = GetParam();
@@ -310,7 +303,7 @@ TEST_P(GuestConfig, DecodesAsLspciDoes) {
 // Command: I/O+ Mem+ BusMaster+ SERR+ DisINTx+ (0x0507); I/O+ Mem+ SERR+ (0x0103).
 INSTANTIATE_TEST_SUITE_P(
     Guest, GuestConfig,
-    testing::Values(
+    ::testing::Values(
         GuestDevice{
             "e1000e",
             0x8086,
@@ -734,7 +727,7 @@ TEST(Capabilities, Names) {
 
 // ---- Broken standard lists, made from a real one -----------------------------------------------
 
-class BrokenList : public testing::Test {
+class BrokenList : public ::testing::Test {
   protected:
     Space space = Space::load("host-1af4-1041-virtio-net.cfg");
     const std::string msix = "MSI-X: Enable+ Count=3 Masked- Table: BAR0+0x8000 PBA: BAR0+0x48000";
@@ -893,7 +886,7 @@ constexpr std::uint32_t ext_header(std::uint16_t id, unsigned version, unsigned 
     return id | version << 16 | next << 20;
 }
 
-class ExtendedList : public testing::Test {
+class ExtendedList : public ::testing::Test {
   protected:
     ExtendedList() {
         space.put32(0x100, ext_header(ext_cap::advanced_error_reporting, 2, 0x148));

@@ -5,10 +5,13 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <string>
 
 #include "ring3/core/error.hpp"
+#include "ring3/core/file.hpp"
 #include "ring3/core/mapping.hpp"
 #include "ring3/core/unique_fd.hpp"
+#include "test_support.hpp"
 
 namespace ring3 {
 namespace {
@@ -55,6 +58,36 @@ TEST(Mapping, MapsAndUnmaps) {
     EXPECT_FALSE(mapping);  // NOLINT(bugprone-use-after-move)
     EXPECT_EQ(static_cast<unsigned char>(other.data()[4095]), 0xab);
     EXPECT_THROW(Mapping::map(-1, 4096, PROT_READ, MAP_SHARED, 0, "bad fd"), Error);
+}
+
+TEST(File, ReadsWholeFilesOfAnySize) {
+    const testing::TempDir dir("ring3-core");
+    const std::string empty = (dir.path() / "empty").string();
+    const std::string large = (dir.path() / "large").string();
+    testing::write_file(empty, "");
+    std::string text;
+    for (int i = 0; text.size() < 200 * 1024; ++i) {  // several read(2) calls
+        text += std::to_string(i) + '\n';
+    }
+    testing::write_file(large, text);
+    EXPECT_EQ(read_file(empty), "");
+    EXPECT_EQ(read_file(large), text);
+    EXPECT_EQ(read_optional_file(large), text);
+}
+
+TEST(File, MissingFileIsAnErrorOrNothing) {
+    const testing::TempDir dir("ring3-core");
+    const std::string missing = (dir.path() / "missing").string();
+    const std::string under_file = (dir.path() / "file/missing").string();
+    testing::write_file(dir.path() / "file", "x");
+    EXPECT_EQ(testing::error_of([&] { read_file(missing); }, ENOENT),
+              "open " + missing + ": No such file or directory");
+    EXPECT_EQ(testing::error_of([&] { read_file(under_file); }, ENOTDIR),
+              "open " + under_file + ": Not a directory");
+    EXPECT_EQ(read_optional_file(missing), std::nullopt);
+    EXPECT_EQ(read_optional_file(under_file), std::nullopt);  // a path through a file
+    EXPECT_EQ(testing::error_of([&] { read_optional_file(dir.path().string()); }, EISDIR),
+              "read " + dir.path().string() + ": Is a directory");
 }
 
 }  // namespace

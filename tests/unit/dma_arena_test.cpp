@@ -5,10 +5,12 @@
 #include "fake_iova_space.hpp"
 #include "ring3/core/error.hpp"
 #include "ring3/dma/arena.hpp"
+#include "test_support.hpp"
 
 namespace ring3::dma {
 namespace {
 
+using ring3::testing::error_of;
 using testing::FakeIovaSpace;
 
 ArenaOptions small_arena(std::size_t chunks = 4) {
@@ -18,15 +20,6 @@ ArenaOptions small_arena(std::size_t chunks = 4) {
     options.huge_pages = HugePages::never;
     options.name = "test-arena";
     return options;
-}
-
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "no error";
 }
 
 TEST(DmaArena, RejectsBadOptions) {

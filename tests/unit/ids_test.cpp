@@ -5,13 +5,12 @@
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
-#include <unistd.h>
 
-#include <filesystem>
-#include <fstream>
+#include <optional>
 #include <string>
 
 #include "ring3/core/error.hpp"
+#include "test_support.hpp"
 
 namespace ring3::pci {
 namespace {
@@ -181,12 +180,7 @@ TEST(PciIds, EmptyDatabaseFallsBackToNumbers) {
 }
 
 std::string parse_error(const std::string& text) {
-    try {
-        PciIds::parse(text, "x.ids");
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "no error";
+    return testing::error_of([&] { PciIds::parse(text, "x.ids"); });
 }
 
 TEST(PciIds, MalformedLinesNameFileAndLine) {
@@ -218,22 +212,15 @@ TEST(PciIds, SkipsUnknownSectionsAndCarriageReturns) {
     EXPECT_EQ(ids.class_text(0x020000, kNames), "Ethernet controller");
 }
 
+// A pci.ids file in a temporary directory.
 class TempFile {
   public:
-    explicit TempFile(const std::string& text) {
-        std::string pattern =
-            (std::filesystem::temp_directory_path() / "ring3-ids-XXXXXX").string();
-        const int fd = ::mkstemp(pattern.data());
-        EXPECT_GE(fd, 0);
-        ::close(fd);
-        path_ = pattern;
-        std::ofstream(path_) << text;
-    }
-    ~TempFile() { std::filesystem::remove(path_); }
+    explicit TempFile(const std::string& text) { testing::write_file(path_, text); }
     const std::string& path() const { return path_; }
 
   private:
-    std::string path_;
+    testing::TempDir dir_{"ring3-ids"};
+    std::string path_ = (dir_.path() / "pci.ids").string();
 };
 
 class ScopedEnv {

@@ -4,23 +4,24 @@
 #include "ring3/pci/sysfs.hpp"
 
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
 #include <cerrno>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "ring3/core/error.hpp"
+#include "test_support.hpp"
 
 namespace ring3::pci {
 namespace {
 
 namespace fs = std::filesystem;
+
+using testing::error_of;
 
 constexpr const char* kUnusedLine = "0x0000000000000000 0x0000000000000000 0x0000000000000000\n";
 
@@ -38,20 +39,10 @@ class FakeSysfs {
     using Files = std::map<std::string, std::optional<std::string>>;
 
     FakeSysfs() {
-        std::string pattern = (fs::temp_directory_path() / "ring3-sysfs-XXXXXX").string();
-        EXPECT_NE(::mkdtemp(pattern.data()), nullptr);
-        root_ = pattern;
         fs::create_directories(root_ / "bus/pci/devices");
         fs::create_directories(root_ / "bus/pci/drivers");
         fs::create_directories(root_ / "kernel/iommu_groups");
     }
-    ~FakeSysfs() {
-        std::error_code ignored;
-        fs::remove_all(root_, ignored);
-    }
-    FakeSysfs(const FakeSysfs&) = delete;
-    FakeSysfs& operator=(const FakeSysfs&) = delete;
-
     const fs::path& root() const { return root_; }
 
     fs::path add_device(const std::string& bdf, const Files& overrides = {}) {
@@ -109,20 +100,9 @@ class FakeSysfs {
     }
 
   private:
-    fs::path root_;
+    testing::TempDir dir_{"ring3-sysfs"};
+    fs::path root_ = dir_.path();
 };
-
-std::string error_of(const std::function<void()>& action, int* errnum = nullptr) {
-    try {
-        action();
-    } catch (const Error& e) {
-        if (errnum != nullptr) {
-            *errnum = e.errnum();
-        }
-        return e.what();
-    }
-    return "no error";
-}
 
 TEST(Sysfs, ListsDevicesSortedByAddress) {
     FakeSysfs fake;
@@ -248,11 +228,9 @@ TEST(Sysfs, AbsentDeviceNamesTheDirectory) {
     const auto absent = Address::parse("0000:00:09.0");
     EXPECT_FALSE(sysfs.exists(absent));
     EXPECT_TRUE(sysfs.exists(Address::parse("0000:00:02.0")));
-    int errnum = 0;
     const std::string expected =
         "no PCI device 0000:00:09.0: not in " + (fake.root() / "bus/pci/devices").string();
-    EXPECT_EQ(error_of([&] { sysfs.device(absent); }, &errnum), expected);
-    EXPECT_EQ(errnum, ENODEV);
+    EXPECT_EQ(error_of([&] { sysfs.device(absent); }, ENODEV), expected);
     EXPECT_EQ(error_of([&] { sysfs.read_config(absent); }), expected);
     EXPECT_EQ(error_of([&] { sysfs.driver(absent); }), expected);
     EXPECT_EQ(Sysfs().devices_dir(), "/sys/bus/pci/devices");
@@ -332,11 +310,16 @@ TEST(Resources, SizesAndFlags) {
     EXPECT_TRUE(resources[0].is_memory());
     EXPECT_TRUE(resources[0].is_64bit());
     EXPECT_FALSE(resources[0].is_io());
+    EXPECT_TRUE(resources[0].assigned());
     EXPECT_EQ(resources[1].size(), 4096u);
     EXPECT_TRUE(resources[1].used());
+    EXPECT_FALSE(resources[1].assigned());  // IORESOURCE_UNSET
     EXPECT_EQ(resources[2].size(), 0u);
     EXPECT_TRUE(resources[3].prefetchable());
     EXPECT_EQ(resources[3].size(), 256u << 20);
+    Resource disabled = resources[3];
+    disabled.flags |= Resource::flag_disabled;
+    EXPECT_FALSE(disabled.assigned());
 
     EXPECT_EQ(error_of([] { parse_resources("0x0 0x0 0x0 0x0\n", "f"); }),
               "parse f: line 1: expected three hex numbers 0x<start> 0x<end> 0x<flags>, got "

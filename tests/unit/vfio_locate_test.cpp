@@ -2,36 +2,31 @@
 // kernel lacks, so no guest can show it) and the errors that tell a user how to get a device to
 // VFIO.
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
 #include <filesystem>
 #include <fstream>
 
 #include "ring3/core/error.hpp"
 #include "ring3/device/vfio.hpp"
+#include "test_support.hpp"
 
 namespace ring3::vfio {
 namespace {
 
 namespace fs = std::filesystem;
 
+using testing::error_of;
+
 class FakeTree {
   public:
     FakeTree() {
-        std::string pattern = (fs::temp_directory_path() / "ring3-vfio-XXXXXX").string();
-        EXPECT_NE(::mkdtemp(pattern.data()), nullptr);
-        root = pattern;
         fs::create_directories(sys() / "bus/pci/drivers/vfio-pci");
         fs::create_directories(sys() / "bus/pci/drivers/nvme");
         fs::create_directories(sys() / "kernel/iommu_groups");
         fs::create_directories(dev() / "vfio");
     }
-    ~FakeTree() {
-        std::error_code ignored;
-        fs::remove_all(root, ignored);
-    }
-    fs::path sys() const { return root / "sys"; }
-    fs::path dev() const { return root / "dev"; }
+    fs::path sys() const { return dir_.path() / "sys"; }
+    fs::path dev() const { return dir_.path() / "dev"; }
 
     // A device directory with a driver link and, when `group` is given, an IOMMU group.
     void add_device(const std::string& bdf, const std::string& driver, int group) {
@@ -52,17 +47,9 @@ class FakeTree {
     }
     void add_node(const std::string& name) { std::ofstream(dev() / "vfio" / name) << ""; }
 
-    fs::path root;
+  private:
+    testing::TempDir dir_{"ring3-vfio"};
 };
-
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "no error";
-}
 
 const pci::Address kNvme = pci::Address::parse("0000:01:00.0");
 

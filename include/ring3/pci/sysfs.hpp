@@ -45,10 +45,12 @@ struct Resource {
     std::uint64_t end = 0;
     std::uint64_t flags = 0;
 
-    static constexpr std::uint64_t flag_io = 0x100;         // IORESOURCE_IO
-    static constexpr std::uint64_t flag_memory = 0x200;     // IORESOURCE_MEM
-    static constexpr std::uint64_t flag_prefetch = 0x2000;  // IORESOURCE_PREFETCH
-    static constexpr std::uint64_t flag_mem_64 = 0x100000;  // IORESOURCE_MEM_64
+    static constexpr std::uint64_t flag_io = 0x100;             // IORESOURCE_IO
+    static constexpr std::uint64_t flag_memory = 0x200;         // IORESOURCE_MEM
+    static constexpr std::uint64_t flag_prefetch = 0x2000;      // IORESOURCE_PREFETCH
+    static constexpr std::uint64_t flag_mem_64 = 0x100000;      // IORESOURCE_MEM_64
+    static constexpr std::uint64_t flag_disabled = 0x10000000;  // IORESOURCE_DISABLED
+    static constexpr std::uint64_t flag_unset = 0x20000000;     // IORESOURCE_UNSET
 
     bool is_io() const noexcept { return (flags & flag_io) != 0 && (flags & flag_memory) == 0; }
     bool is_memory() const noexcept { return (flags & flag_memory) != 0 && (flags & flag_io) == 0; }
@@ -59,6 +61,9 @@ struct Resource {
         return (start != 0 || end != 0) && end >= start ? end - start + 1 : 0;
     }
     bool used() const noexcept { return size() != 0; }
+    // False when the kernel has given the resource no address: IORESOURCE_UNSET (the
+    // assignment failed, e.g. no room in the bridge's window; dmesg says why) or _DISABLED.
+    bool assigned() const noexcept { return (flags & (flag_disabled | flag_unset)) == 0; }
 };
 
 // Parses the text of a `resource` file. `what` (the file's path) names it in errors:

@@ -18,7 +18,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <string>
 
 #include "raw_nvme.hpp"
@@ -27,9 +26,12 @@
 #include "ring3/device/uio.hpp"
 #include "ring3/device/vfio.hpp"
 #include "ring3/dma/pool.hpp"
+#include "test_support.hpp"
 
 namespace ring3 {
 namespace {
+
+using testing::error_of;
 
 std::string env(const char* name) {
     const char* value = std::getenv(name);
@@ -38,15 +40,6 @@ std::string env(const char* name) {
         return "unset";
     }
     return value;
-}
-
-std::string error_of(const std::function<void()>& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "no error";
 }
 
 // e1000e registers (82574 datasheet ch. 10): CTRL and STATUS in BAR0; the I/O BAR's IOADDR
