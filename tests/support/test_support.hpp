@@ -38,6 +38,17 @@ inline std::string error_of(const std::function<void()>& action, int expected_er
     return "no error";
 }
 
+// A variable the guest case script must set (tests/guest/cases); a missing one fails the test,
+// it never skips it.
+inline std::string required_env(const char* name) {
+    const char* value = std::getenv(name);
+    if (value == nullptr || *value == '\0') {
+        ADD_FAILURE() << name << " is not set by the guest case script";
+        return "unset";
+    }
+    return value;
+}
+
 // A fresh directory under the system's temporary directory ("<prefix>-XXXXXX", made by
 // mkdtemp), removed with everything in it when the object goes.
 class TempDir {

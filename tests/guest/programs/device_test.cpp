@@ -34,12 +34,7 @@ namespace {
 using testing::error_of;
 
 std::string env(const char* name) {
-    const char* value = std::getenv(name);
-    if (value == nullptr || *value == '\0') {
-        ADD_FAILURE() << name << " is not set by the guest case script";
-        return "unset";
-    }
-    return value;
+    return testing::required_env(name);
 }
 
 // e1000e registers (82574 datasheet ch. 10): CTRL and STATUS in BAR0; the I/O BAR's IOADDR

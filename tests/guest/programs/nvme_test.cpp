@@ -20,17 +20,13 @@
 #include "ring3/block/pattern.hpp"
 #include "ring3/core/error.hpp"
 #include "ring3/nvme/block_device.hpp"
+#include "test_support.hpp"
 
 namespace ring3 {
 namespace {
 
 std::string env(const char* name) {
-    const char* value = std::getenv(name);
-    if (value == nullptr || *value == '\0') {
-        ADD_FAILURE() << name << " is not set by the guest case script";
-        return "unset";
-    }
-    return value;
+    return testing::required_env(name);
 }
 
 std::string spec() {
