@@ -12,5 +12,6 @@ void add_bar_command(CLI::App& app);
 void add_bind_commands(CLI::App& app);  // bind and unbind
 void add_irq_test_command(CLI::App& app);
 void add_nvme_command(CLI::App& app);
+void add_perf_command(CLI::App& app);  // perf blk, perf pattern
 
 }  // namespace ring3::tool
