@@ -68,6 +68,7 @@ struct BlkArguments {
     std::optional<std::uint64_t> ios;
     std::string mode = "poll";
     std::uint32_t nsid = 1;
+    bool no_sgl = false;
     bool verify = false;
     std::optional<std::uint64_t> seed;
     std::string size = "all";
@@ -138,6 +139,7 @@ void run_blk(const BlkArguments& a) {
     open.namespace_id = a.nsid;
     open.queues = a.queues;
     open.mode = options.mode;
+    open.use_sgl = !a.no_sgl;
     auto device = block::open_block_device(a.device, open);
 
     bool status_shown = false;
@@ -241,6 +243,8 @@ void add_perf_command(CLI::App& app) {
     blk->add_option("--ios", args->ios, "stop after this many requests in all");
     blk->add_option("--mode", args->mode, "poll, interrupt or adaptive")->capture_default_str();
     blk->add_option("--nsid", args->nsid, "NVMe namespace")->capture_default_str();
+    blk->add_flag("--no-sgl", args->no_sgl,
+                  "NVMe: describe data with PRPs even when the controller takes SGLs");
     blk->add_flag("--verify", args->verify,
                   "writes carry a pattern of (LBA, seed), reads check it; written blocks are read "
                   "back; a sequential workload makes one pass over the range");

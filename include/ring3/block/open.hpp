@@ -15,6 +15,7 @@ struct OpenBlockOptions {
     std::uint32_t namespace_id = 1;            // NVMe namespace
     unsigned queues = 1;                       // I/O queues to set up (each opened with open_queue)
     irq::WaitMode mode = irq::WaitMode::poll;  // interrupt vectors are set up unless poll
+    bool use_sgl = true;  // NVMe: SGL data pointers when the controller offers them, else PRPs
     OpenOptions device;
 };
 

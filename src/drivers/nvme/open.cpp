@@ -19,6 +19,7 @@ std::unique_ptr<BlockDevice> open_block_device(std::string_view spec,
         nvme_options.namespace_id = options.namespace_id;
         nvme_options.queues = options.queues;
         nvme_options.mode = options.mode;
+        nvme_options.use_sgl = options.use_sgl;
         return std::make_unique<nvme::NvmeBlockDevice>(std::move(device), nvme_options);
     }
     throw Error::invalid("open block device", device->name(),
