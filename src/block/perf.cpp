@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "ring3/block/pattern.hpp"
+#include "ring3/core/cycle_clock.hpp"
 #include "ring3/core/error.hpp"
 #include "ring3/core/log.hpp"
 #include "ring3/dma/pool.hpp"
@@ -23,7 +24,9 @@
 namespace ring3::block {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+// The cycle counter, not steady_clock: timing every request must not cost a system call (see
+// cycle_clock.hpp; in a TCG guest steady_clock reads the emulated HPET).
+using Clock = CycleClock;
 
 // How long one Queue::wait() may block before the loop looks at its stop conditions again.
 constexpr std::chrono::microseconds kWaitSlice{1000};
@@ -299,7 +302,10 @@ void Worker::complete(Slot& slot, const Status& status) noexcept {
         return;
     }
     const auto now = Clock::now();
-    result_.latency.record(static_cast<std::uint64_t>((now - slot.submitted).count()));
+    // Cycle counters of two CPUs may disagree a little: a thread moved between them can see time
+    // go back, which counts as zero rather than as an enormous latency.
+    result_.latency.record(
+        static_cast<std::uint64_t>(std::max<Clock::rep>(0, (now - slot.submitted).count())));
     --in_flight_;
     free_[free_top_++] = static_cast<std::uint32_t>(&slot - slots_.data());
     const Request& request = slot.request;

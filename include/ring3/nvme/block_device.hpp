@@ -1,6 +1,7 @@
 // NVMe behind the generic block::BlockDevice face (one namespace per BlockDevice).
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -20,9 +21,9 @@ struct BlockOptions {
     bool use_sgl = true;                       // when the controller supports SGLs
     // A command older than this is aborted, and when the controller will not abort it, the
     // controller is reset: every request in flight then completes with an error (ETIMEDOUT for
-    // the late one, ECANCELED for the rest) and the queues are created again. Recovery runs on the
-    // thread that noticed, inside Queue::wait(), and touches every queue of the device: with
-    // several queues, their threads must not be inside submit/poll/wait meanwhile.
+    // the late one, ECANCELED for the rest, each on its own queue's thread) and the queues are
+    // created again. Recovery runs on the thread that noticed, inside Queue::wait(), once the
+    // other queues' threads are out of their calls (they are woken if they sleep).
     std::chrono::milliseconds io_timeout{30000};
     ControllerOptions controller;
 };
@@ -46,12 +47,14 @@ class IoQueue final : public block::Queue {
     const QueueCounters& counters() const noexcept { return pair_->counters(); }
     bool uses_sgl() const noexcept { return use_sgl_; }
     int vector() const noexcept { return vector_; }
+    irq::Interrupt* interrupt() const noexcept { return interrupt_; }
 
-    // Recovery (see BlockOptions::io_timeout): completes everything in flight with an error,
-    // `timed_out` (a command id) with ETIMEDOUT; submit() says -EAGAIN until resumed.
-    void suspend() noexcept { suspended_ = true; }
-    void fail_in_flight(int timed_out) noexcept;
-    void resume() noexcept { suspended_ = false; }
+    // Recovery (see BlockOptions::io_timeout). A queue is "active" while its owner is inside
+    // submit/poll/wait; recovery waits until every other queue is inactive, and new calls see it
+    // under way and back off. Each queue then fails its own requests on its own thread.
+    bool active() const noexcept { return active_.load(std::memory_order_seq_cst); }
+    void fail_in_flight(int timed_out) noexcept;  // the late queue, on the recovering thread
+    void mark_failed_by_reset() noexcept;         // the others: they fail on their next poll
 
   private:
     // A block request split into several commands completes when its last part does.
@@ -63,7 +66,22 @@ class IoQueue final : public block::Queue {
         block::Status status;
         bool timed_out = false;
     };
-    void check_timeout();
+    void check_timeout(bool force);
+    unsigned poll_active(unsigned max) noexcept;
+
+    // Marks the queue active for the duration of a call (a Dekker-style handshake with recovery:
+    // store our flag, then read theirs; recovery stores its flag, then reads ours).
+    class Activity {
+      public:
+        explicit Activity(IoQueue& queue) noexcept;
+        ~Activity();
+        explicit operator bool() const noexcept { return entered_; }
+
+      private:
+        IoQueue& queue_;
+        bool entered_;
+        bool outermost_;
+    };
     static void on_completion(void* context, const CompletionEntry& entry);
     void set_data_pointer(SubmissionEntry& command, std::uint16_t cid, std::byte* data,
                           std::uint64_t bytes) noexcept;
@@ -82,8 +100,9 @@ class IoQueue final : public block::Queue {
     irq::WaitMode mode_;
     bool use_sgl_;
     std::chrono::milliseconds io_timeout_;
-    bool suspended_ = false;
-    std::chrono::steady_clock::time_point last_sweep_{};
+    std::atomic<bool> active_{false};
+    std::atomic<bool> pending_failure_{false};
+    unsigned calls_since_sweep_ = 0;
     std::vector<Parent> parents_;
     std::vector<std::uint32_t> free_parents_;
 };
@@ -103,6 +122,8 @@ class NvmeBlockDevice final : public block::BlockDevice {
     const NamespaceInfo& namespace_info() const noexcept { return namespace_; }
     const std::vector<irq::Interrupt>& interrupts() const noexcept { return interrupts_; }
     unsigned resets() const noexcept { return resets_; }
+    bool recovering() const noexcept { return recovering_.load(std::memory_order_seq_cst); }
+    bool failed() const noexcept { return failed_.load(std::memory_order_acquire); }
 
     // Called by a queue whose command `command_id` outlived the I/O timeout.
     void recover(IoQueue& queue, std::uint16_t command_id);
@@ -117,6 +138,8 @@ class NvmeBlockDevice final : public block::BlockDevice {
     unsigned granted_queues_ = 0;
     std::vector<std::unique_ptr<IoQueue>> queues_;
     unsigned resets_ = 0;
+    std::atomic<bool> recovering_{false};
+    std::atomic<bool> failed_{false};
 };
 
 }  // namespace ring3::nvme

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "ring3/core/cycle_clock.hpp"
 #include "ring3/dma/pool.hpp"
 #include "ring3/nvme/spec.hpp"
 
@@ -60,8 +61,8 @@ class QueuePair {
     // Timeouts without reading the clock on the hot path: enqueue() leaves a command unstamped,
     // and this sweep stamps unstamped commands with `now` and returns the oldest stamped one
     // (false when idle). A command's timer so starts at the first sweep after its submission.
-    bool stamp_and_find_oldest(std::chrono::steady_clock::time_point now, std::uint16_t& command_id,
-                               std::chrono::steady_clock::time_point& stamped) noexcept;
+    bool stamp_and_find_oldest(CycleClock::time_point now, std::uint16_t& command_id,
+                               CycleClock::time_point& stamped) noexcept;
 
     // Drops every command in flight, calling each handler with a synthesized completion whose
     // status is `status` (after a controller reset: the device no longer owns them).
@@ -83,7 +84,7 @@ class QueuePair {
     struct Slot {
         Handler handler = nullptr;
         void* context = nullptr;
-        std::chrono::steady_clock::time_point submitted{};
+        CycleClock::time_point submitted{};
         bool busy = false;
     };
 

@@ -41,6 +41,7 @@ IoQueue::IoQueue(NvmeBlockDevice& owner, Controller& controller, const Namespace
       mode_(mode),
       use_sgl_(use_sgl),
       io_timeout_(io_timeout) {
+    CycleClock::calibrate();  // once per process, before any request is timed
     parents_.resize(pair_->entries());
     free_parents_.reserve(pair_->entries());
     for (std::uint32_t i = pair_->entries(); i-- > 0;) {
@@ -53,9 +54,31 @@ IoQueue::~IoQueue() = default;
 
 // Translates one request into 1..n commands; all or nothing: when they do not all fit, nothing
 // is queued and the caller polls and retries.
+IoQueue::Activity::Activity(IoQueue& queue) noexcept
+    : queue_(queue), entered_(true), outermost_(!queue.active_.load(std::memory_order_relaxed)) {
+    if (!outermost_) {
+        return;  // nested (recovery calls back into the late queue)
+    }
+    queue_.active_.store(true, std::memory_order_seq_cst);
+    if (queue_.owner_.recovering()) {
+        queue_.active_.store(false, std::memory_order_release);
+        entered_ = false;
+    }
+}
+
+IoQueue::Activity::~Activity() {
+    if (entered_ && outermost_) {
+        queue_.active_.store(false, std::memory_order_release);
+    }
+}
+
 int IoQueue::submit(const block::Request& request) noexcept {
-    if (suspended_) {
-        return -EAGAIN;  // a controller reset is under way
+    if (owner_.failed()) {
+        return -ENODEV;
+    }
+    const Activity activity(*this);
+    if (!activity || pending_failure_.load(std::memory_order_acquire)) {
+        return -EAGAIN;  // a controller reset is under way, or its aftermath not yet reaped
     }
     const std::uint64_t bytes = std::uint64_t{request.blocks} * block_size_;
     const bool has_data = request.op == block::Op::read || request.op == block::Op::write;
@@ -202,7 +225,25 @@ void IoQueue::on_completion(void* context, const CompletionEntry& entry) {
 }
 
 unsigned IoQueue::poll(unsigned max) noexcept {
+    const Activity activity(*this);
+    return activity ? poll_active(max) : 0;
+}
+
+unsigned IoQueue::poll_active(unsigned max) noexcept {
+    if (pending_failure_.load(std::memory_order_acquire)) {
+        // A reset failed everything this queue had in flight; complete it here, on the thread
+        // that owns the queue, as any completion.
+        pending_failure_.store(false, std::memory_order_relaxed);
+        const unsigned failed = pair_->outstanding();
+        pair_->fail_all(kAbortedByReset);
+        return failed;
+    }
     return pair_->process_completions(max);
+}
+
+void IoQueue::mark_failed_by_reset() noexcept {
+    pair_->reset_rings();
+    pending_failure_.store(true, std::memory_order_release);
 }
 
 void IoQueue::fail_in_flight(int timed_out) noexcept {
@@ -216,51 +257,57 @@ void IoQueue::fail_in_flight(int timed_out) noexcept {
     pair_->reset_rings();
 }
 
-// Looks at the oldest command in flight; one that outlived the I/O timeout starts recovery.
-void IoQueue::check_timeout() {
-    const auto now = std::chrono::steady_clock::now();
-    if (now - last_sweep_ < std::chrono::milliseconds(1)) {
-        return;  // sweeping is O(depth): at most once a millisecond
+// Looks at the oldest command in flight; one that outlived the I/O timeout starts recovery. The
+// sweep is O(depth): it runs on every 256th call, or when a wait ended with nothing (`force`).
+void IoQueue::check_timeout(bool force) {
+    if (!force && ++calls_since_sweep_ < 256) {
+        return;
     }
-    last_sweep_ = now;
+    calls_since_sweep_ = 0;
+    const auto now = CycleClock::now();
     std::uint16_t cid = 0;
-    std::chrono::steady_clock::time_point stamped;
+    CycleClock::time_point stamped;
     if (pair_->stamp_and_find_oldest(now, cid, stamped) && now - stamped > io_timeout_) {
         owner_.recover(*this, cid);
     }
 }
 
 unsigned IoQueue::wait(std::chrono::microseconds timeout) {
-    if (const unsigned done = poll(); done != 0 || outstanding() == 0) {
+    const Activity activity(*this);
+    if (!activity) {
+        std::this_thread::sleep_for(std::chrono::microseconds(100));  // a reset is under way
+        return 0;
+    }
+    if (const unsigned done = poll_active(0); done != 0 || outstanding() == 0) {
         if (outstanding() != 0) {
-            check_timeout();
+            check_timeout(false);
         }
         return done;
     }
-    const auto start = std::chrono::steady_clock::now();
+    const auto start = CycleClock::now();
     const auto deadline = start + timeout;
     unsigned done = 0;
     if (mode_ == irq::WaitMode::poll || interrupt_ == nullptr) {
         do {
-            done = poll();
-        } while (done == 0 && std::chrono::steady_clock::now() < deadline);
+            done = poll_active(0);
+        } while (done == 0 && CycleClock::now() < deadline);
     } else {
         if (mode_ == irq::WaitMode::adaptive) {
             const auto spin_until = std::min(deadline, start + kAdaptiveSpin);
             do {
-                done = poll();
-            } while (done == 0 && std::chrono::steady_clock::now() < spin_until);
+                done = poll_active(0);
+            } while (done == 0 && CycleClock::now() < spin_until);
         }
         // Interrupt: the eventfd counts signals, so a completion that lands between the poll
         // above and this wait is not lost: wait() returns at once.
         while (done == 0) {
-            const auto left = std::chrono::duration_cast<std::chrono::microseconds>(
-                deadline - std::chrono::steady_clock::now());
+            const auto left =
+                std::chrono::duration_cast<std::chrono::microseconds>(deadline - CycleClock::now());
             if (left.count() <= 0) {
                 break;
             }
             const auto signalled = interrupt_->wait(left);
-            done = poll();
+            done = poll_active(0);
             if (interrupt_->source() == irq::Interrupt::Source::uio) {
                 interrupt_->rearm();  // INTx was masked by the kernel's handler
             }
@@ -269,7 +316,7 @@ unsigned IoQueue::wait(std::chrono::microseconds timeout) {
             }
         }
     }
-    check_timeout();
+    check_timeout(done == 0);
     return done;
 }
 
@@ -387,37 +434,71 @@ dma::DmaPool& NvmeBlockDevice::dma_pool() {
 // many controllers, answers "not aborted", so then reset the controller. Everything in flight
 // is completed only after CSTS.RDY reads 0, when the device can no longer write into buffers.
 void NvmeBlockDevice::recover(IoQueue& late, std::uint16_t command_id) {
+    bool expected = false;
+    if (!recovering_.compare_exchange_strong(expected, true)) {
+        return;  // another queue's thread is recovering the controller already
+    }
+    const auto done_recovering = [this] { recovering_.store(false, std::memory_order_seq_cst); };
     log_warn("{}: command {} on queue {} outlived the {} ms I/O timeout; aborting it", name(),
              command_id, late.pair().id(), options_.io_timeout.count());
     try {
         const std::uint32_t result = controller_->abort(late.pair().id(), command_id);
         if ((result & 1u) == 0) {
             log_info("{}: the controller aborted command {}", name(), command_id);
+            done_recovering();
             return;  // it completes with "Command Abort Requested"
         }
         log_warn("{}: the controller did not abort command {}; resetting it", name(), command_id);
     } catch (const Error& e) {
         log_warn("{}: abort failed ({}); resetting the controller", name(), e.what());
     }
+
+    // Wait for the other queues' threads to leave their calls; wake those asleep on a vector.
+    const auto deadline = CycleClock::now() + std::chrono::seconds(30);
     for (auto& queue : queues_) {
-        if (queue) {
-            queue->suspend();
+        if (!queue || queue.get() == &late) {
+            continue;
+        }
+        while (queue->active()) {
+            if (queue->interrupt() != nullptr &&
+                queue->interrupt()->source() == irq::Interrupt::Source::eventfd) {
+                queue->interrupt()->signal();
+            }
+            if (CycleClock::now() > deadline) {
+                done_recovering();
+                throw Error::invalid(
+                    "recover", name(),
+                    fmt::format("queue {} stayed busy for 30 s; not resetting", queue->pair().id()),
+                    EBUSY);
+            }
+            std::this_thread::sleep_for(std::chrono::microseconds(50));
         }
     }
-    controller_->reset([&] {
+    try {
+        controller_->reset([&] {
+            for (auto& queue : queues_) {
+                if (!queue) {
+                    continue;
+                }
+                if (queue.get() == &late) {
+                    queue->fail_in_flight(command_id);
+                } else {
+                    queue->mark_failed_by_reset();
+                }
+            }
+        });
         for (auto& queue : queues_) {
             if (queue) {
-                queue->fail_in_flight(queue.get() == &late ? command_id : -1);
+                controller_->register_io_queue(queue->pair(), queue->vector());
             }
         }
-    });
-    for (auto& queue : queues_) {
-        if (queue) {
-            controller_->register_io_queue(queue->pair(), queue->vector());
-            queue->resume();
-        }
+    } catch (...) {
+        failed_.store(true, std::memory_order_release);
+        done_recovering();
+        throw;
     }
     ++resets_;
+    done_recovering();
     log_warn("{}: controller reset; its I/O queues were created again", name());
 }
 

@@ -109,16 +109,15 @@ unsigned QueuePair::process_completions(unsigned max) noexcept {
     return done;
 }
 
-bool QueuePair::stamp_and_find_oldest(std::chrono::steady_clock::time_point now,
-                                      std::uint16_t& command_id,
-                                      std::chrono::steady_clock::time_point& stamped) noexcept {
+bool QueuePair::stamp_and_find_oldest(CycleClock::time_point now, std::uint16_t& command_id,
+                                      CycleClock::time_point& stamped) noexcept {
     bool found = false;
     for (std::uint32_t i = 0; i < entries_; ++i) {
         Slot& slot = slots_[i];
         if (!slot.busy) {
             continue;
         }
-        if (slot.submitted == std::chrono::steady_clock::time_point{}) {
+        if (slot.submitted == CycleClock::time_point{}) {
             slot.submitted = now;
         }
         if (!found || slot.submitted < stamped) {
