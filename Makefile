@@ -1,7 +1,7 @@
 # ring3 — the two commands a user needs are `make demo` and `make test` (see README.md).
 # Everything else here is a building block of those two.
 
-.PHONY: all deps build demo test check format format-check clean
+.PHONY: all deps build demo test check format format-check clean bench bench-nvme
 
 all: build
 
@@ -19,6 +19,14 @@ demo: build
 # ASan+UBSan running the unit tests, and a short libFuzzer run.
 test: deps
 	scripts/check
+
+# Benchmarks (not tests): figures on the last line, `name: value unit`.
+bench: build
+	build/gcc/bench/ring3_dma_bench
+
+# ring3's NVMe driver against the kernel's nvme + fio (io_uring) in one QEMU guest boot (root, ~5 min).
+bench-nvme: build
+	bench/guest-nvme/run build/gcc
 
 format:
 	git ls-files '*.cpp' '*.hpp' | xargs clang-format -i
