@@ -16,3 +16,18 @@ echo
 echo "================ ring3 show $e1000e (e1000e) ================"
 ring3 show "$e1000e"
 echo
+
+# Hand both devices to VFIO and drive them from user space.
+load_vfio >/dev/null
+ring3 bind "$nvme" vfio-pci
+ring3 bind "$e1000e" vfio-pci
+echo
+echo "================ ring3 nvme identify vfio:$nvme ================"
+ring3 nvme identify "vfio:$nvme"
+echo
+echo "================ ring3 irq-test vfio:$e1000e --count 200 ================"
+ring3 irq-test "vfio:$e1000e" --count 200
+echo
+echo "================ ring3 perf blk vfio:$nvme --rw randread --qd 32 --time 3s ================"
+ring3 perf blk "vfio:$nvme" --rw randread --bs 4k --qd 32 --time 3s --mode poll
+
