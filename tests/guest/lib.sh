@@ -137,3 +137,94 @@ load_vfio() {
   must modprobe vfio-pci
   must modprobe vfio_iommu_type1
 }
+
+# ---- host actions ----------------------------------------------------------------------------------
+
+# host_action ACTION ARGS...: asks run-guest, on the host, to perform a whitelisted QMP action now
+# (e.g. `host_action qom-set nvme0 smart_critical_warning 1`). run-guest watches the console for
+# the line `RING3-HOST-ACTION ...` and logs what it did; there is no answer to the guest: wait for
+# the action's effect. A program may print the marker line itself (flushed, at the start of a line,
+# on the console: not under `must` or `capture`, which hold the output until the program ends).
+host_action() {
+  echo "RING3-HOST-ACTION $*"
+  drain_tty /dev/console
+}
+
+# ---- interrupts --------------------------------------------------------------------------------------
+
+# irq_counts WORD...: one line "IRQ COUNT NAME" for each /proc/interrupts line that contains every
+# WORD (COUNT summed over the CPUs, NAME the last column, e.g. vfio-msix[1](0000:01:00.0)).
+irq_counts() {
+  awk -v words="$*" 'NR > 1 {
+      n = split(words, w, " ")
+      for (i = 1; i <= n; i++) if (index($0, w[i]) == 0) next
+      s = 0
+      for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) s += $i
+      print $1, s, $NF
+    }' /proc/interrupts
+}
+
+# irq_total WORD...: the sum of irq_counts' counts (0 when no line matches).
+irq_total() {
+  irq_counts "$@" | awk '{ s += $2 } END { print s + 0 }'
+}
+
+# alive PID: the process runs (exists and is not a zombie waiting for `wait`).
+alive() {
+  local state
+  state=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$1/status" 2>/dev/null)
+  [ -n "$state" ] && [ "$state" != Z ]
+}
+
+# sample_while PID FILE CMD...: every 0.1 s while process PID is alive, appends CMD's output lines
+# to FILE, each prefixed with the sample's number (1, 2, ...). For counters that exist only while a
+# program runs (VFIO's interrupt lines come with the vectors and go when it closes the device).
+sample_while() {
+  local pid=$1 file=$2 n=0
+  shift 2
+  while alive "$pid"; do
+    n=$((n + 1))
+    "$@" | sed "s/^/$n /" >>"$file"
+    sleep 0.1
+  done
+}
+
+# irq_growth FILE: from irq_counts samples in FILE ("SAMPLE IRQ COUNT NAME" lines; sample 0 taken
+# before the program started, then sample_while's), one line per interrupt: "NAME BEFORE LAST",
+# its count in sample 0 (0 if it did not exist yet) and in the last sample that had it.
+irq_growth() {
+  awk '$1 == 0 { before[$4] = $3; next }
+       { seen[$4] = 1; last[$4] = $3 }
+       END { for (k in seen) print k, (k in before) ? before[k] : 0, last[k] }' "$1" | sort
+}
+
+# ---- block workloads ---------------------------------------------------------------------------------
+
+# perf_blk_start NAME ARGS...: starts `ring3 perf blk ARGS... --json` in the background ($PERF_PID).
+perf_blk_start() {
+  local name=$1
+  shift
+  echo "+ ring3 perf blk $* --json   ['$name']"
+  ring3 perf blk "$@" --json >/tmp/perf.json 2>/tmp/perf.err &
+  PERF_PID=$!
+}
+
+# perf_blk_finish NAME: waits for it, emits its JSON report as section "perf NAME" and fails unless
+# it succeeded (exit 0 and "ok":true in the report).
+perf_blk_finish() {
+  local name=$1 rc=0
+  wait "$PERF_PID" || rc=$?
+  OUT=$(cat /tmp/perf.json)
+  cat /tmp/perf.err
+  echo "$OUT"
+  if [ -s /tmp/perf.json ]; then emit "perf $name" </tmp/perf.json; fi
+  [ $rc -eq 0 ] || fail "ring3 perf blk ['$name'] exited with status $rc"
+  expect_contains "$OUT" '"ok":true' "the report of ['$name']"
+}
+
+# perf_blk NAME ARGS...: ring3 perf blk ARGS... --json in the foreground, as above. Name runs
+# "ns<nsid> <label>" for checks/nvme-backing.py, which recomputes the backing files from them.
+perf_blk() {
+  perf_blk_start "$@"
+  perf_blk_finish "$1"
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env python3
+"""Host-side check of nvme-uio: the two regions written through UIO (poll and INTx) hold their
+runs' patterns in every LBA (block_pattern.py), and every MiB outside them still holds the host's
+random fill: DMA at physical addresses wrote where it should and nowhere else on the disk."""
+import importlib.util
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from datachannel import Checker, read_sections  # noqa: E402
+
+spec = importlib.util.spec_from_file_location("nvme_backing", os.path.join(HERE, "nvme-backing.py"))
+nvme_backing = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(nvme_backing)
+
+sections = read_sections(sys.argv[1])
+runs = nvme_backing.perf_runs(sections)
+c = Checker("nvme-uio")
+labels = [label for _, label, _ in runs]
+c.expect(labels == ["uio-poll", "uio-interrupt"], f"runs {labels}, expected uio-poll, uio-interrupt")
+nvme_backing.check_reports(c, runs)
+c.finish(nvme_backing.check_backing(c, sys.argv[2], runs))
