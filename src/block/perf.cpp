@@ -189,6 +189,10 @@ struct Slot {
     Request request;
     std::uint64_t slot = 0;  // index in the layout
     Clock::time_point submitted{};
+    // A read whose data is known: the run writes too, and had written this slot before the read
+    // was issued (a write racing with it writes the same bytes); or the run only reads and the
+    // range is expected to hold the pattern already.
+    bool check = false;
 };
 
 Worker::Worker(Shared& shared, unsigned index, Queue& queue, dma::DmaPool& pool)
@@ -280,6 +284,8 @@ bool Worker::prepare(Slot& slot) noexcept {
     }
     slot.slot = index;
     slot.request.op = op;
+    slot.check = op == Op::read && check_reads_ &&
+                 (phase_ == Phase::verify || !shared_.written || shared_.written->test(index));
     slot.request.lba = layout_.first_lba + index * layout_.slot_blocks;
     slot.request.blocks = layout_.blocks_of(index);
     if (op == Op::write && options_.verify) {
@@ -331,7 +337,7 @@ void Worker::complete(Slot& slot, const Status& status) noexcept {
         }
     } else {
         ++result_.reads;
-        if (check_reads_) {
+        if (slot.check) {
             check(slot);
         }
     }
