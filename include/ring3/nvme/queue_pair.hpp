@@ -43,7 +43,18 @@ class QueuePair {
 
     // Commands in flight, and how many more fit (one ring slot always stays empty, §4.1.2).
     std::uint32_t outstanding() const noexcept { return in_flight_; }
-    std::uint32_t free_slots() const noexcept { return entries_ - 1 - in_flight_; }
+    // Counting the consumed completion entries not yet acknowledged to the controller: from its
+    // side they still occupy the CQ, and every command in flight may need one more entry.
+    std::uint32_t free_slots() const noexcept {
+        return entries_ - 1 - in_flight_ - unacknowledged_;
+    }
+
+    // Poll mode: acknowledge consumed completions (CQ head doorbell) only when half the ring is
+    // used or a submission needs the room, instead of after every reap; each doorbell is an MMIO
+    // write, and under emulation a costly one. Not for interrupt-driven queues: a level-triggered
+    // INTx stays asserted while the head lags.
+    void set_lazy_completion_doorbell(bool lazy) noexcept { lazy_cq_doorbell_ = lazy; }
+    void acknowledge_completions() noexcept;
 
     // Takes a command id, copies `command` (with that id) into the ring; the doorbell is rung by
     // ring_doorbell() so several commands go with one MMIO write. Returns the id, or -1 when
@@ -100,6 +111,8 @@ class QueuePair {
     std::uint32_t cq_head_ = 0;
     std::uint16_t phase_ = 1;
     std::uint32_t in_flight_ = 0;
+    std::uint32_t unacknowledged_ = 0;
+    bool lazy_cq_doorbell_ = false;
     std::vector<Slot> slots_;
     std::vector<std::uint16_t> free_ids_;  // stack
     QueueCounters counters_;

@@ -42,6 +42,7 @@ IoQueue::IoQueue(NvmeBlockDevice& owner, Controller& controller, const Namespace
       use_sgl_(use_sgl),
       io_timeout_(io_timeout) {
     CycleClock::calibrate();  // once per process, before any request is timed
+    pair_->set_lazy_completion_doorbell(interrupt_ == nullptr);
     parents_.resize(pair_->entries());
     free_parents_.reserve(pair_->entries());
     for (std::uint32_t i = pair_->entries(); i-- > 0;) {
@@ -403,7 +404,10 @@ block::Queue& NvmeBlockDevice::open_queue(unsigned index, unsigned depth, irq::W
     if (queues_[index]) {
         return *queues_[index];
     }
-    const std::uint32_t entries = (depth == 0 ? max_depth : depth) + 1;
+    // At least 64 ring entries even for a shallow queue: room to acknowledge completions lazily
+    // in poll mode (QueuePair::set_lazy_completion_doorbell).
+    const std::uint32_t entries =
+        std::max((depth == 0 ? max_depth : depth) + 1, std::min(64u, max_depth + 1));
     irq::Interrupt* interrupt = nullptr;
     int vector = -1;
     if (mode != irq::WaitMode::poll) {

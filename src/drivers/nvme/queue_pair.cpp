@@ -32,6 +32,9 @@ QueuePair::QueuePair(dma::DmaPool& pool, std::uint16_t id, std::uint32_t entries
 }
 
 int QueuePair::enqueue(SubmissionEntry command, Handler handler, void* context) noexcept {
+    if (free_slots() == 0 && unacknowledged_ != 0) {
+        acknowledge_completions();
+    }
     if (free_slots() == 0 || free_ids_.empty()) {
         return -1;
     }
@@ -61,8 +64,14 @@ void QueuePair::ring_doorbell() noexcept {
     sq_tail_rung_ = sq_tail_;
 }
 
+void QueuePair::acknowledge_completions() noexcept {
+    *cq_doorbell_ = cq_head_;  // §3.3.1.2: release the consumed entries
+    unacknowledged_ = 0;
+}
+
 unsigned QueuePair::process_completions(unsigned max) noexcept {
     unsigned done = 0;
+    unsigned consumed = 0;
     auto* ring = reinterpret_cast<volatile CompletionEntry*>(cq_.data());
     while (max == 0 || done < max) {
         volatile CompletionEntry& slot_entry = ring[cq_head_];
@@ -84,6 +93,7 @@ unsigned QueuePair::process_completions(unsigned max) noexcept {
         if (cq_head_ == 0) {
             phase_ ^= 1u;
         }
+        ++consumed;
         if (entry.sq_head >= entries_) {
             ++counters_.invalid_sq_head;
         }
@@ -103,8 +113,9 @@ unsigned QueuePair::process_completions(unsigned max) noexcept {
         ++done;
         slot.handler(slot.context, entry);
     }
-    if (done != 0 || counters_.stale_command_id + counters_.invalid_command_id != 0) {
-        *cq_doorbell_ = cq_head_;  // §3.3.1.2: release the consumed entries
+    unacknowledged_ += consumed;
+    if (unacknowledged_ != 0 && (!lazy_cq_doorbell_ || unacknowledged_ >= entries_ / 2)) {
+        acknowledge_completions();
     }
     return done;
 }
@@ -152,6 +163,7 @@ void QueuePair::reset_rings() noexcept {
     sq_tail_rung_ = 0;
     cq_head_ = 0;
     phase_ = 1;
+    unacknowledged_ = 0;
 }
 
 }  // namespace ring3::nvme
