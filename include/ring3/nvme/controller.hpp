@@ -170,8 +170,7 @@ class Controller {
     volatile std::uint32_t* doorbell(std::size_t offset) noexcept;
 
   private:
-    void disable();
-    void enable();
+    void initialize(const std::function<void()>& when_disabled);
     void wait_ready(bool ready, const char* step);
     void identify();
     void submit_async_event_request();

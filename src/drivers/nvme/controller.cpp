@@ -9,6 +9,7 @@
 
 #include "ring3/core/error.hpp"
 #include "ring3/core/log.hpp"
+#include "ring3/nvme/initializer.hpp"
 
 namespace ring3::nvme {
 namespace {
@@ -122,13 +123,12 @@ Controller::Controller(Device& device, const ControllerOptions& options)
     pool_ = std::make_unique<dma::DmaPool>(*arena_, space_index_);
 
     device.set_bus_master(true);
-    disable();
     const std::uint32_t admin_entries =
         std::clamp<std::uint32_t>(options_.admin_entries, 2, std::min(max_queue_entries_, 4096u));
     admin_ = std::make_unique<QueuePair>(*pool_, 0, admin_entries,
                                          doorbell(reg::sq_tail_doorbell(0, doorbell_stride_)),
                                          doorbell(reg::cq_head_doorbell(0, doorbell_stride_)));
-    enable();
+    initialize({});
     identify();
 }
 
@@ -168,36 +168,30 @@ const NamespaceInfo& Controller::namespace_info(std::uint32_t nsid) const {
         fmt::format("not an active namespace (active: {})", ids.empty() ? "none" : ids), ENODEV);
 }
 
-// §3.5.1 steps 1-2: clear CC.EN and wait for CSTS.RDY = 0. A controller that is enabling
-// (EN = 1, RDY = 0) must reach RDY = 1 first (§3.5.2).
-void Controller::disable() {
-    auto cc = registers_->read<reg::Cc>();
-    if (cc.get<reg::Cc::En>() != 0) {
-        if (registers_->read<reg::Csts>().get<reg::Csts::Rdy>() == 0) {
-            wait_ready(true, "finish enabling before the reset");
+// §3.5.1 by the steppable Initializer, sleeping between the steps that wait. `when_disabled` runs
+// once the controller reads CSTS.RDY = 0, before the admin queue is programmed again.
+void Controller::initialize(const std::function<void()>& when_disabled) {
+    Initializer init(*registers_, {admin_->sq_iova(), admin_->cq_iova(), admin_->entries()});
+    bool disabled = false;
+    for (;;) {
+        const auto state = init.step(options_.clock.now());
+        if (state == Initializer::State::done) {
+            return;
         }
-        cc.set<reg::Cc::En>(0);
-        registers_->write(cc);
+        if (state == Initializer::State::failed) {
+            throw Error::invalid("initialize NVMe controller", device_.name(), init.error(),
+                                 init.error_code());
+        }
+        if (state == Initializer::State::configure && !disabled) {
+            disabled = true;
+            if (when_disabled) {
+                when_disabled();
+            }
+        }
+        if (init.waiting()) {
+            options_.clock.sleep(std::chrono::microseconds(100));
+        }
     }
-    wait_ready(false, "disable (CC.EN = 0)");
-}
-
-// §3.5.1 steps 3-7: admin queue, CC, wait for CSTS.RDY = 1.
-void Controller::enable() {
-    auto aqa = mmio::Value<reg::Aqa>();
-    aqa.set<reg::Aqa::Asqs>(admin_->entries() - 1).set<reg::Aqa::Acqs>(admin_->entries() - 1);
-    registers_->write(aqa);
-    registers_->write(mmio::Value<reg::Asq>(admin_->sq_iova()));
-    registers_->write(mmio::Value<reg::Acq>(admin_->cq_iova()));
-    auto cc = mmio::Value<reg::Cc>();
-    cc.set<reg::Cc::Iocqes>(4)    // 16-byte completion entries
-        .set<reg::Cc::Iosqes>(6)  // 64-byte submission entries
-        .set<reg::Cc::Mps>(0)     // 4 KiB pages
-        .set<reg::Cc::Css>(0)     // NVM command set
-        .set<reg::Cc::Ams>(0)     // round robin
-        .set<reg::Cc::En>(1);
-    registers_->write(cc);
-    wait_ready(true, "enable (CC.EN = 1)");
 }
 
 // Bounded by CAP.TO (plus slack for a slow emulator), never forever; CSTS.CFS ends it at once.
@@ -545,16 +539,16 @@ unsigned Controller::poll_admin() {
 }
 
 void Controller::reset(const std::function<void()>& after_disable) {
-    disable();
-    // CSTS.RDY = 0: the controller has stopped touching its queues (§3.5.2), so what was in
-    // flight can be completed with an error and its memory reused.
-    admin_->fail_all(0x0008);  // Generic: Command Aborted due to SQ Deletion
-    admin_->reset_rings();
-    events_outstanding_ = 0;
-    if (after_disable) {
-        after_disable();
-    }
-    enable();
+    initialize([&] {
+        // CSTS.RDY = 0: the controller has stopped touching its queues (§3.5.2), so what was in
+        // flight can be completed with an error and its memory reused.
+        admin_->fail_all(0x0008);  // Generic: Command Aborted due to SQ Deletion
+        admin_->reset_rings();
+        events_outstanding_ = 0;
+        if (after_disable) {
+            after_disable();
+        }
+    });
     if (queues_requested_ != 0) {
         set_queue_count(queues_requested_);  // the feature does not survive a reset (§5.27.1.5)
     }
