@@ -2,8 +2,11 @@
 // and the SMART / health log, through ring3's own NVMe driver.
 #include <fmt/core.h>
 
+#include <chrono>
+#include <cstdio>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "commands.hpp"
 #include "ring3/core/error.hpp"
@@ -101,6 +104,36 @@ void add_nvme_command(CLI::App& app) {
         auto device = open_device(*spec);
         nvme::Controller controller(*device);
         print_identify(controller);
+    });
+    auto* events = nvme->add_subcommand(
+        "events", "Wait for asynchronous events (SMART warnings, notices) and print them");
+    auto count = std::make_shared<unsigned>(1);
+    auto seconds = std::make_shared<unsigned>(30);
+    events->add_option("device", *spec, "vfio:BDF, uio:BDF, or a BDF on vfio-pci/uio_pci_generic")
+        ->required();
+    events->add_option("--count", *count, "stop after this many events (default 1)")
+        ->check(CLI::Range(1u, 1000000u));
+    events->add_option("--timeout", *seconds, "give up after this many seconds (default 30)")
+        ->check(CLI::Range(1u, 86400u));
+    events->callback([spec, count, seconds] {
+        auto device = open_device(*spec);
+        nvme::Controller controller(*device);
+        unsigned seen = 0;
+        controller.enable_async_events([&](const nvme::AsyncEvent& event) {
+            ++seen;
+            fmt::print("{}\n", event.describe());
+            std::fflush(stdout);
+        });
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(*seconds);
+        while (seen < *count && std::chrono::steady_clock::now() < deadline) {
+            controller.poll_admin();
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        if (seen < *count) {
+            throw Error::invalid("wait for asynchronous events", device->name(),
+                                 fmt::format("{} of {} within {} s", seen, *count, *seconds),
+                                 ETIMEDOUT);
+        }
     });
     auto* smart = nvme->add_subcommand("smart", "Print the SMART / health log");
     smart->add_option("device", *spec, "vfio:BDF, uio:BDF, or a BDF on vfio-pci/uio_pci_generic")

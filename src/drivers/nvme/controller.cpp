@@ -135,7 +135,7 @@ Controller::Controller(Device& device, const ControllerOptions& options)
 Controller::~Controller() {
     if (admin_) {
         shutdown();
-        admin_->fail_all(0);
+        admin_->fail_all(0x0008);  // Command Aborted due to SQ Deletion: not a success
     }
     try {
         device_.set_bus_master(false);
