@@ -82,6 +82,9 @@ class QueuePair {
     void reset_rings() noexcept;
 
     const QueueCounters& counters() const noexcept { return counters_; }
+    // The rings, for diagnostics and tests (the device writes the completion ring).
+    const dma::DmaBuffer& submission_ring() const noexcept { return sq_; }
+    const dma::DmaBuffer& completion_ring() const noexcept { return cq_; }
     // The context a command in flight was enqueued with; null when `command_id` is not in flight.
     void* context(std::uint16_t command_id) const noexcept {
         return command_id < entries_ && slots_[command_id].busy ? slots_[command_id].context
@@ -92,6 +95,9 @@ class QueuePair {
     dma::DmaBuffer& scratch(std::uint16_t command_id) noexcept { return scratch_[command_id]; }
 
   private:
+    void report(const char* what, std::uint64_t count, std::uint32_t value,
+                bool dropped) const noexcept;
+
     struct Slot {
         Handler handler = nullptr;
         void* context = nullptr;

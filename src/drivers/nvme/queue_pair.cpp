@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "ring3/core/error.hpp"
+#include "ring3/core/log.hpp"
 
 namespace ring3::nvme {
 
@@ -64,6 +65,21 @@ void QueuePair::ring_doorbell() noexcept {
     sq_tail_rung_ = sq_tail_;
 }
 
+// A device's garbage is reported, at the 1st, 2nd, 4th, 8th... occurrence so a storm of it cannot
+// flood the log; the counters have the exact numbers.
+void QueuePair::report(const char* what, std::uint64_t count, std::uint32_t value,
+                       bool dropped) const noexcept {
+    if ((count & (count - 1)) != 0) {
+        return;
+    }
+    try {
+        log_warn("NVMe queue {}: completion entry with {} ({}); {} ({} so far)", id_, what, value,
+                 dropped ? "entry dropped" : "value ignored", count);
+    } catch (...) {
+        // Logging must not take the queue down; the counter still says it.
+    }
+}
+
 void QueuePair::acknowledge_completions() noexcept {
     *cq_doorbell_ = cq_head_;  // §3.3.1.2: release the consumed entries
     unacknowledged_ = 0;
@@ -95,15 +111,18 @@ unsigned QueuePair::process_completions(unsigned max) noexcept {
         }
         ++consumed;
         if (entry.sq_head >= entries_) {
-            ++counters_.invalid_sq_head;
+            report("an SQ head pointer outside the ring", ++counters_.invalid_sq_head,
+                   entry.sq_head, false);
         }
         if (entry.command_id >= entries_) {
-            ++counters_.invalid_command_id;
+            report("a command id outside the table", ++counters_.invalid_command_id,
+                   entry.command_id, true);
             continue;
         }
         Slot& slot = slots_[entry.command_id];
         if (!slot.busy) {
-            ++counters_.stale_command_id;
+            report("a command id not in flight", ++counters_.stale_command_id, entry.command_id,
+                   true);
             continue;
         }
         slot.busy = false;
