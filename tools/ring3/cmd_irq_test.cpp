@@ -15,6 +15,7 @@
 #include "commands.hpp"
 #include "ring3/core/error.hpp"
 #include "ring3/device/device.hpp"
+#include "ring3/nvme/controller.hpp"
 
 namespace ring3::tool {
 namespace {
@@ -53,6 +54,33 @@ Percentiles percentiles(std::vector<double> samples) {
     return {at(0.50), at(0.99), samples.back()};
 }
 
+// Prints the figures (last line `irq_received: N/M`) and fails unless every interrupt arrived.
+void report(const std::string& device, const char* kind, unsigned count,
+            std::vector<double> latencies_us, bool json) {
+    const auto received = static_cast<unsigned>(latencies_us.size());
+    const Percentiles p = percentiles(std::move(latencies_us));
+    if (json) {
+        fmt::print(
+            "{{\"device\": \"{}\", \"kind\": \"{}\", \"sent\": {}, \"received\": {}, "
+            "\"timeouts\": {}, \"latency_us\": {{\"p50\": {:.1f}, \"p99\": {:.1f}, \"max\": "
+            "{:.1f}}}}}\n",
+            device, kind, count, received, count - received, p.p50, p.p99, p.max);
+    } else {
+        fmt::print("{} {} vector 0: {} of {} interrupts received, {} timed out\n", device, kind,
+                   received, count, count - received);
+        fmt::print(
+            "wake-up latency (trigger to wait() return): p50 {:.1f} us, p99 {:.1f} us, "
+            "max {:.1f} us\n",
+            p.p50, p.p99, p.max);
+        fmt::print("irq_received: {}/{}\n", received, count);
+    }
+    if (received != count) {
+        throw Error::invalid(
+            "irq-test", device,
+            fmt::format("{} of {} interrupts did not arrive", count - received, count), ETIMEDOUT);
+    }
+}
+
 void run_e1000e(Device& device, unsigned count, bool json) {
     const bool msix = device.irq_count(IrqKind::msix) > 0;
     const IrqKind kind = msix ? IrqKind::msix : IrqKind::intx;
@@ -87,17 +115,12 @@ void run_e1000e(Device& device, unsigned count, bool json) {
 
     std::vector<double> latencies_us;
     latencies_us.reserve(count);
-    unsigned received = 0;
-    unsigned timeouts = 0;
     for (unsigned i = 0; i < count; ++i) {
         const auto start = std::chrono::steady_clock::now();
         write(e1000e::ICS, e1000e::CAUSE_RXQ0);
         const auto arrived = vector.wait(std::chrono::seconds(1));
         const auto end = std::chrono::steady_clock::now();
-        if (arrived == 0) {
-            ++timeouts;
-        } else {
-            ++received;
+        if (arrived != 0) {
             latencies_us.push_back(std::chrono::duration<double, std::micro>(end - start).count());
         }
         // Clear the cause: in MSI-X mode reading ICR does not, and QEMU will not signal a cause
@@ -111,27 +134,53 @@ void run_e1000e(Device& device, unsigned count, bool json) {
     device.disable_irqs(kind);
     device.set_bus_master(false);
 
-    const Percentiles p = percentiles(latencies_us);
-    if (json) {
-        fmt::print(
-            "{{\"device\": \"{}\", \"kind\": \"{}\", \"sent\": {}, \"received\": {}, "
-            "\"timeouts\": {}, \"latency_us\": {{\"p50\": {:.1f}, \"p99\": {:.1f}, \"max\": "
-            "{:.1f}}}}}\n",
-            device.name(), to_string(kind), count, received, timeouts, p.p50, p.p99, p.max);
-    } else {
-        fmt::print("{} {} vector 0: {} of {} interrupts received, {} timed out\n", device.name(),
-                   to_string(kind), received, count, timeouts);
-        fmt::print(
-            "wake-up latency (ICS write to wait() return): p50 {:.1f} us, p99 {:.1f} us, "
-            "max {:.1f} us\n",
-            p.p50, p.p99, p.max);
-        fmt::print("irq_received: {}/{}\n", received, count);
+    report(device.name(), to_string(kind), count, std::move(latencies_us), json);
+}
+
+// NVMe (Base 2.0 §3.1.3, §5.27.1.5): the admin completion queue interrupts on vector 0 (MSI-X
+// through VFIO, INTx through UIO). Each round submits Get Features (Number of Queues) and waits for
+// the vector, then reaps the completion (which, for INTx, also lowers the line).
+void run_nvme(Device& device, unsigned count, bool json) {
+    const bool msix = device.irq_count(IrqKind::msix) > 0;
+    const IrqKind kind = msix ? IrqKind::msix : IrqKind::intx;
+    auto interrupts = device.enable_irqs(kind, 1);  // before the controller: VFIO needs all first
+    irq::Interrupt& vector = interrupts.front();
+    nvme::Controller controller(device);
+    struct Done {
+        bool done = false;
+    } done;
+    const auto on_done = [](void* context, const nvme::CompletionEntry&) {
+        static_cast<Done*>(context)->done = true;
+    };
+    std::vector<double> latencies_us;
+    latencies_us.reserve(count);
+    // Bring-up's admin completions interrupted too: with INTx the kernel masked the line then,
+    // so consume those and unmask before measuring.
+    vector.drain();
+    vector.rearm();
+    for (unsigned i = 0; i < count; ++i) {
+        nvme::SubmissionEntry command{};
+        command.opcode = nvme::admin::get_features;
+        command.cdw10 = nvme::feature::number_of_queues;
+        done.done = false;
+        const auto start = std::chrono::steady_clock::now();
+        controller.submit_admin(command, on_done, &done);
+        const auto arrived = vector.wait(std::chrono::seconds(1));
+        const auto end = std::chrono::steady_clock::now();
+        const auto deadline = end + std::chrono::seconds(1);
+        while (!done.done && std::chrono::steady_clock::now() < deadline) {
+            controller.poll_admin();
+        }
+        vector.rearm();  // INTx: the kernel's handler masked it; no-op for an eventfd
+        if (!done.done) {
+            throw Error::invalid("irq-test", device.name(), "the admin command did not complete",
+                                 ETIMEDOUT);
+        }
+        if (arrived != 0) {
+            latencies_us.push_back(std::chrono::duration<double, std::micro>(end - start).count());
+        }
     }
-    if (received != count) {
-        throw Error::invalid(
-            "irq-test", device.name(),
-            fmt::format("{} of {} interrupts did not arrive", count - received, count), ETIMEDOUT);
-    }
+    report(device.name(), to_string(kind), count, std::move(latencies_us), json);
 }
 
 }  // namespace
@@ -158,9 +207,14 @@ void add_irq_test_command(CLI::App& app) {
             run_e1000e(*device, *count, *json);
             return;
         }
+        if (device->class_code() == 0x010802) {  // NVM Express
+            run_nvme(*device, *count, *json);
+            return;
+        }
         throw Error::invalid("irq-test", device->name(),
                              fmt::format("ring3 does not know how to make [{:04x}:{:04x}] raise "
-                                         "an interrupt; supported: e1000e [8086:10d3]",
+                                         "an interrupt; supported: e1000e [8086:10d3], NVMe "
+                                         "(class 010802)",
                                          vendor, id),
                              ENOTSUP);
     });

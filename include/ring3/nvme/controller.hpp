@@ -130,6 +130,9 @@ class Controller {
     // Runs `command` and returns its completion; throws when the status is not success or no
     // completion comes within the admin timeout.
     CompletionEntry admin(SubmissionEntry command, const char* what);
+    // Queues an admin command without waiting: its handler runs from poll_admin() (or from a
+    // later admin()). For callers that wait on the admin queue's interrupt (vector 0) themselves.
+    void submit_admin(SubmissionEntry command, QueuePair::Handler handler, void* context);
     NamespaceInfo identify_namespace(std::uint32_t nsid);
     std::vector<std::uint32_t> active_namespaces();
     // Number of Queues feature: asks for `wanted` I/O SQ/CQ pairs, returns how many were granted.

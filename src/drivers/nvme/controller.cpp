@@ -248,6 +248,14 @@ CompletionEntry Controller::admin(SubmissionEntry command, const char* what) {
     return wait.entry;
 }
 
+void Controller::submit_admin(SubmissionEntry command, QueuePair::Handler handler, void* context) {
+    if (admin_->enqueue(command, handler, context) < 0) {
+        throw Error::invalid("submit admin command", device_.name(), "the admin queue is full",
+                             EBUSY);
+    }
+    admin_->ring_doorbell();
+}
+
 void Controller::identify() {
     auto page = pool_->allocate(4096, 4096);
     SubmissionEntry command{};

@@ -23,3 +23,8 @@ must ring3_guest_device_tests --gtest_filter='Uio.*'
 capture irq-test-uio ring3 irq-test "uio:$e1000e" --count 1000
 echo "$OUT"
 expect_contains "$OUT" "irq_received: 1000/1000" "ring3 irq-test through UIO"
+
+# NVMe admin completions on vector 0 (INTx), each waited for through the interrupt fd.
+capture irq-test-nvme-uio ring3 irq-test "uio:$nvme" --count 200
+echo "$OUT"
+expect_contains "$OUT" "irq_received: 200/200" "ring3 irq-test of the NVMe through UIO"

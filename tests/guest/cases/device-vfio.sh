@@ -36,6 +36,11 @@ capture irq-test-vfio ring3 irq-test "vfio:$e1000e" --count 1000
 echo "$OUT"
 expect_contains "$OUT" "irq_received: 1000/1000" "ring3 irq-test through VFIO"
 
+# NVMe admin completions on vector 0 (MSI-X), each waited for through the interrupt fd.
+capture irq-test-nvme-vfio ring3 irq-test "vfio:$nvme" --count 200
+echo "$OUT"
+expect_contains "$OUT" "irq_received: 200/200" "ring3 irq-test of the NVMe through VFIO"
+
 # A group with one member on vfio-pci and another on uio_pci_generic is not viable. q35's SATA
 # and SMBus functions (00:1f.2, 00:1f.3) share an IOMMU group.
 sata=$(find_device 8086:2922)
