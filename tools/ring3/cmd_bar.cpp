@@ -103,14 +103,15 @@ void run_bar_dump(const BarDumpArgs& args) {
 }  // namespace
 
 void add_bar_command(CLI::App& app) {
-    auto* bar = app.add_subcommand("bar", "Read a device's BARs through sysfs");
+    auto* bar = app.add_subcommand(
+        "bar", "Read a device's BARs (through VFIO when it is on vfio-pci, else sysfs)");
     bar->require_subcommand(1);
 
     auto args = std::make_shared<BarDumpArgs>();
     auto* dump = bar->add_subcommand(
         "dump",
         "Print BAR registers in hex, one line per 16 bytes: 'offset: word word ...'.\n"
-        "Memory BARs are mapped from sysfs resourceN, I/O BARs read with pread.\n"
+        "Memory BARs are mapped (VFIO region, or sysfs resourceN), I/O BARs read with pread.\n"
         "A device on a kernel driver is refused (and CONFIG_IO_STRICT_DEVMEM kernels refuse to\n"
         "map it anyway): free it first with `ring3 unbind BDF` or `ring3 bind BDF vfio-pci`.");
     dump->add_option("BDF", args->bdf, "PCI address, e.g. 0000:01:00.0")->required();

@@ -2,7 +2,6 @@
 """Host-side check of nvme-namespaces: both backing files (nsid 1, 512-byte LBAs, and nsid 2,
 4096-byte LBAs) hold, in every LBA, the pattern of the last run that wrote it (block_pattern.py
 with that LBA size), and the identify output the guest emitted names both namespaces."""
-import importlib.util
 import os
 import sys
 
@@ -10,9 +9,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from datachannel import Checker, read_sections, section  # noqa: E402
 
-spec = importlib.util.spec_from_file_location("nvme_backing", os.path.join(HERE, "nvme-backing.py"))
-nvme_backing = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(nvme_backing)
+import nvme_backing  # noqa: E402  (shared by the NVMe checkers)
 
 sections = read_sections(sys.argv[1])
 runs = nvme_backing.perf_runs(sections)

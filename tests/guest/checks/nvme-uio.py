@@ -2,7 +2,6 @@
 """Host-side check of nvme-uio: the two regions written through UIO (poll and INTx) hold their
 runs' patterns in every LBA (block_pattern.py), and every MiB outside them still holds the host's
 random fill: DMA at physical addresses wrote where it should and nowhere else on the disk."""
-import importlib.util
 import os
 import sys
 
@@ -10,9 +9,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from datachannel import Checker, read_sections  # noqa: E402
 
-spec = importlib.util.spec_from_file_location("nvme_backing", os.path.join(HERE, "nvme-backing.py"))
-nvme_backing = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(nvme_backing)
+import nvme_backing  # noqa: E402  (shared by the NVMe checkers)
 
 sections = read_sections(sys.argv[1])
 runs = nvme_backing.perf_runs(sections)

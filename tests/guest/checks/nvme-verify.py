@@ -3,7 +3,6 @@
 before the boot) holds the pattern of the last run that wrote it, recomputed by block_pattern.py
 from the runs' seeds; the four full-namespace runs and the mode runs all reported success; the
 last full run's seed (section verify-seed) is the one the unshared tail [48m,64m) holds."""
-import importlib.util
 import os
 import sys
 
@@ -11,9 +10,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from datachannel import Checker, read_sections, section  # noqa: E402
 
-spec = importlib.util.spec_from_file_location("nvme_backing", os.path.join(HERE, "nvme-backing.py"))
-nvme_backing = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(nvme_backing)
+import nvme_backing  # noqa: E402  (shared by the NVMe checkers)
 
 data, workdir = sys.argv[1], sys.argv[2]
 sections = read_sections(data)

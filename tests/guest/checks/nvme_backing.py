@@ -18,7 +18,7 @@ namespace 1 of a controller with a drive of its own is <controller>.img, an `nvm
 on it is its own <id>.img.
 
 Used by checks/nvme-*.py (perf_runs(), check_reports(), check_backing()); by hand:
-    checks/nvme-backing.py DATA_FILE WORK_DIR [--controller nvme0]
+    checks/nvme_backing.py DATA_FILE WORK_DIR [--controller nvme0]
 """
 import hashlib
 import json
