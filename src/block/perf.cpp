@@ -384,8 +384,8 @@ void Worker::run(Phase phase) noexcept {
     published_bytes_.store(result_.bytes, std::memory_order_relaxed);
 }
 
-// The hot loop: fill the queue up to the depth, wait for completions, repeat. A request refused
-// with -EAGAIN stays prepared in its slot and goes first next time.
+// The hot loop: fill the queue up to the depth (one burst, one flush), wait for completions,
+// repeat. A request refused with -EAGAIN stays prepared in its slot and goes first next time.
 void Worker::loop() {
     Slot* pending = nullptr;
     auto last_progress = Clock::now();
@@ -403,7 +403,7 @@ void Worker::loop() {
                 pending = &slot;
             }
             pending->submitted = Clock::now();
-            const int rc = queue_.submit(pending->request);
+            const int rc = queue_.enqueue(pending->request);
             if (rc == -EAGAIN) {
                 ++result_.queue_full;
                 refused = true;
@@ -421,6 +421,8 @@ void Worker::loop() {
             ++in_flight_;
             result_.max_in_flight = std::max(result_.max_in_flight, in_flight_);
         }
+        // The whole burst goes to the device with one notification.
+        queue_.flush();
         if (!issuing_ && pending != nullptr) {
             free_[free_top_++] = static_cast<std::uint32_t>(pending - slots_.data());
             pending = nullptr;

@@ -61,7 +61,8 @@ class FakeQueue final : public Queue {
         pending_.reserve(depth);
     }
 
-    int submit(const Request& request) noexcept override;
+    int enqueue(const Request& request) noexcept override;
+    void flush() noexcept override { ++flushes_; }
     unsigned poll(unsigned max = 0) noexcept override;
     unsigned wait(std::chrono::microseconds) override { return poll(); }
     unsigned outstanding() const noexcept override {
@@ -72,6 +73,7 @@ class FakeQueue final : public Queue {
     unsigned index() const noexcept { return index_; }
     std::uint64_t submitted() const noexcept { return submitted_; }
     std::uint64_t refused() const noexcept { return refused_; }
+    std::uint64_t flushes() const noexcept { return flushes_; }
     unsigned max_outstanding() const noexcept { return max_outstanding_; }
     // Threads that called submit or poll; a queue belongs to one thread.
     const std::set<std::thread::id>& threads() const noexcept { return threads_; }
@@ -89,6 +91,7 @@ class FakeQueue final : public Queue {
     std::uint64_t submitted_ = 0;
     std::uint64_t submit_calls_ = 0;
     std::uint64_t refused_ = 0;
+    std::uint64_t flushes_ = 0;
     unsigned max_outstanding_ = 0;
     std::mutex threads_mutex_;
     std::set<std::thread::id> threads_;
@@ -205,7 +208,7 @@ class FakeBlockDevice final : public BlockDevice {
     std::vector<std::unique_ptr<FakeQueue>> queues_;
 };
 
-inline int FakeQueue::submit(const Request& request) noexcept {
+inline int FakeQueue::enqueue(const Request& request) noexcept {
     note_thread();
     const FakeFaults& faults = device_.faults;
     ++submit_calls_;

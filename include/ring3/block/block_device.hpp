@@ -50,17 +50,32 @@ struct Request {
     void* context = nullptr;
 };
 
+// Submission comes in bursts: enqueue() places a request in the queue without telling the device,
+// flush() hands everything enqueued since the last flush over with one notification (NVMe: one SQ
+// tail doorbell write; virtio: one notify), and submit() is the two for a single request. Under
+// emulation every notification is a trap into the hypervisor, so a loop that refills a queue
+// enqueues the whole burst and flushes once. poll() and wait() flush first, so a request is never
+// left unannounced while its submitter waits for it.
 class Queue {
   public:
     virtual ~Queue() = default;
-    // Queues the request. 0 on success; -EAGAIN when the queue is full (poll, then retry);
+    // Queues the request. 0 on success; -EAGAIN when the queue is full (flush, poll, then retry);
     // -EINVAL for a request that can never succeed (range beyond the device, buffer outside the
     // arena or misaligned); -ENODEV when the device failed. The callback runs only after 0.
-    virtual int submit(const Request& request) noexcept = 0;
-    // Reaps up to `max` completions (0: all ready), running their callbacks; returns how many.
+    virtual int enqueue(const Request& request) noexcept = 0;
+    // Notifies the device of every request enqueued and not yet flushed (nothing when none).
+    virtual void flush() noexcept = 0;
+    // One request, handed over at once: enqueue() then flush(); returns what enqueue() returned.
+    int submit(const Request& request) noexcept {
+        const int rc = enqueue(request);
+        flush();
+        return rc;
+    }
+    // Flushes, then reaps up to `max` completions (0: all ready), running their callbacks;
+    // returns how many.
     virtual unsigned poll(unsigned max = 0) noexcept = 0;
-    // Waits for a completion the way the queue's mode says (poll: spin; interrupt: sleep on the
-    // vector; adaptive: spin a while, then sleep) up to `timeout`, then polls.
+    // Flushes, then waits for a completion the way the queue's mode says (poll: spin; interrupt:
+    // sleep on the vector; adaptive: spin a while, then sleep) up to `timeout`, then polls.
     virtual unsigned wait(std::chrono::microseconds timeout) = 0;
     virtual unsigned outstanding() const noexcept = 0;
     virtual unsigned depth() const noexcept = 0;

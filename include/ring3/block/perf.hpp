@@ -6,8 +6,8 @@
 // The steady-state loop allocates nothing and, in poll mode, makes no system call: buffers come
 // from one dma::BufferPool per queue, request contexts are preallocated, and the completion
 // callback is a plain function pointer. A completion frees its slot; the loop refills the queue
-// after Queue::wait() returns (the BlockDevice contract does not promise that submit() may be
-// called from inside a callback).
+// after Queue::wait() returns, enqueueing the burst and flushing it once (the BlockDevice
+// contract does not promise that enqueue() may be called from inside a callback).
 #pragma once
 
 #include <array>

@@ -37,7 +37,8 @@ class IoQueue final : public block::Queue {
             irq::WaitMode mode, bool use_sgl, std::chrono::milliseconds io_timeout);
     ~IoQueue() override;
 
-    int submit(const block::Request& request) noexcept override;
+    int enqueue(const block::Request& request) noexcept override;
+    void flush() noexcept override;
     unsigned poll(unsigned max = 0) noexcept override;
     unsigned wait(std::chrono::microseconds timeout) override;
     unsigned outstanding() const noexcept override { return pair_->outstanding(); }

@@ -73,7 +73,7 @@ IoQueue::Activity::~Activity() {
     }
 }
 
-int IoQueue::submit(const block::Request& request) noexcept {
+int IoQueue::enqueue(const block::Request& request) noexcept {
     if (owner_.failed()) {
         return -ENODEV;
     }
@@ -167,8 +167,15 @@ int IoQueue::submit(const block::Request& request) noexcept {
         left -= blocks;
         data += std::size_t{blocks} * block_size_;
     }
-    pair_->ring_doorbell();
     return 0;
+}
+
+// One SQ tail doorbell write for everything enqueued since the last one (§3.3.1.1).
+void IoQueue::flush() noexcept {
+    const Activity activity(*this);
+    if (activity) {
+        pair_->ring_doorbell();
+    }
 }
 
 // Data pointer of one command: an SGL data block descriptor when the controller takes SGLs and
@@ -239,6 +246,7 @@ unsigned IoQueue::poll_active(unsigned max) noexcept {
         pair_->fail_all(kAbortedByReset);
         return failed;
     }
+    pair_->ring_doorbell();  // nothing enqueued stays unannounced while its submitter waits
     return pair_->process_completions(max);
 }
 
