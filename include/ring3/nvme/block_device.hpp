@@ -43,6 +43,7 @@ class IoQueue final : public block::Queue {
     unsigned wait(std::chrono::microseconds timeout) override;
     unsigned outstanding() const noexcept override { return pair_->outstanding(); }
     unsigned depth() const noexcept override { return pair_->entries() - 1; }
+    block::QueueStats stats() const noexcept override;
 
     QueuePair& pair() noexcept { return *pair_; }
     const QueueCounters& counters() const noexcept { return pair_->counters(); }

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "ring3/core/timeline.hpp"
 #include "ring3/device/device.hpp"
 #include "ring3/dma/pool.hpp"
 #include "ring3/irq/interrupt.hpp"
@@ -103,6 +104,7 @@ struct ControllerOptions {
     std::chrono::milliseconds admin_timeout{5000};
     dma::ArenaOptions arena;  // the DMA memory of the controller's queues and of data buffers
     Clock clock;
+    Timeline* timeline = nullptr;  // bring-up steps are marked on it when given
 };
 
 class Controller {

@@ -23,6 +23,10 @@ struct QueueCounters {
     std::uint64_t invalid_command_id = 0;  // CQE names an id outside the table
     std::uint64_t stale_command_id = 0;    // CQE names an id not in flight
     std::uint64_t invalid_sq_head = 0;     // CQE's SQ head pointer outside the ring
+    std::uint64_t sq_doorbells = 0;        // SQ tail doorbell writes
+    std::uint64_t cq_doorbells = 0;        // CQ head doorbell writes
+    std::uint64_t reaps = 0;               // process_completions() calls that consumed entries
+    std::uint64_t consumed = 0;            // completion entries consumed (garbage included)
 };
 
 class QueuePair {

@@ -213,6 +213,18 @@ void IoQueue::set_data_pointer(SubmissionEntry& command, std::uint16_t cid, std:
     command.dptr[1] = list.iova();
 }
 
+block::QueueStats IoQueue::stats() const noexcept {
+    const QueueCounters& c = pair_->counters();
+    block::QueueStats s;
+    s.requests = c.submitted;
+    s.notifications = c.sq_doorbells;
+    s.acknowledgements = c.cq_doorbells;
+    s.reaps = c.reaps;
+    s.completions = c.completed;
+    s.garbage = c.invalid_command_id + c.stale_command_id;
+    return s;
+}
+
 void IoQueue::on_completion(void* context, const CompletionEntry& entry) {
     auto* parent = static_cast<Parent*>(context);
     const StatusField status{static_cast<std::uint16_t>(entry.status >> 1)};
@@ -353,6 +365,7 @@ NvmeBlockDevice::NvmeBlockDevice(std::unique_ptr<Device> device, const BlockOpti
     namespace_ = controller_->namespace_info(options.namespace_id);
     granted_queues_ = controller_->set_queue_count(std::max(1u, options.queues));
     queues_.resize(granted_queues_);
+    mark(options.controller.timeline, "queue count");
     log_info("{}: namespace {} with {} blocks of {} bytes; {} I/O queue(s) granted",
              device_->name(), namespace_.id, namespace_.size, namespace_.block_size(),
              granted_queues_);

@@ -123,13 +123,16 @@ Controller::Controller(Device& device, const ControllerOptions& options)
     pool_ = std::make_unique<dma::DmaPool>(*arena_, space_index_);
 
     device.set_bus_master(true);
+    mark(options_.timeline, "DMA arena");
     const std::uint32_t admin_entries =
         std::clamp<std::uint32_t>(options_.admin_entries, 2, std::min(max_queue_entries_, 4096u));
     admin_ = std::make_unique<QueuePair>(*pool_, 0, admin_entries,
                                          doorbell(reg::sq_tail_doorbell(0, doorbell_stride_)),
                                          doorbell(reg::cq_head_doorbell(0, doorbell_stride_)));
     initialize({});
+    mark(options_.timeline, "controller enable");
     identify();
+    mark(options_.timeline, "identify");
 }
 
 Controller::~Controller() {

@@ -13,6 +13,7 @@ constexpr std::uint32_t kNvmeClass = 0x010802;
 std::unique_ptr<BlockDevice> open_block_device(std::string_view spec,
                                                const OpenBlockOptions& options) {
     auto device = open_device(spec, options.device);
+    mark(options.timeline, "open device");
     const std::uint32_t class_code = device->class_code();
     if (class_code == kNvmeClass) {
         nvme::BlockOptions nvme_options;
@@ -20,6 +21,10 @@ std::unique_ptr<BlockDevice> open_block_device(std::string_view spec,
         nvme_options.queues = options.queues;
         nvme_options.mode = options.mode;
         nvme_options.use_sgl = options.use_sgl;
+        nvme_options.controller.timeline = options.timeline;
+        if (options.dma_chunk_size != 0) {
+            nvme_options.controller.arena.chunk_size = options.dma_chunk_size;
+        }
         return std::make_unique<nvme::NvmeBlockDevice>(std::move(device), nvme_options);
     }
     throw Error::invalid("open block device", device->name(),
