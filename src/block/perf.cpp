@@ -218,8 +218,9 @@ Worker::Worker(Shared& shared, unsigned index, Queue& queue, dma::DmaPool& pool)
         if (!buffers_->get(slot.buffer)) {
             throw Error::invalid("perf blk", "buffer pool", "fewer buffers than the queue depth");
         }
-        // Something other than zeros for writes without verify; overwritten when verifying.
-        for (std::uint32_t b = 0; b < layout_.slot_blocks; ++b) {
+        // Something other than zeros for writes without verify; overwritten when verifying,
+        // and not needed at all when the run only reads (it costs start-up time).
+        for (std::uint32_t b = 0; has_writes(options_.workload) && b < layout_.slot_blocks; ++b) {
             fill_pattern(
                 {slot.buffer.data + std::size_t{b} * layout_.block_size, layout_.block_size}, b,
                 options_.seed);

@@ -228,3 +228,11 @@ perf_blk() {
   perf_blk_start "$@"
   perf_blk_finish "$1"
 }
+
+# namespace_field NSID FIELD: FIELD's value in the "namespace NSID" paragraph of the
+# `ring3 nvme identify` output in $OUT.
+namespace_field() {
+  echo "$OUT" | awk -v ns="namespace $1" -v field="$2" '
+    /^namespace / { inside = ($0 == ns) }
+    inside && index($0, "  " field " ") == 1 { sub("^  " field " +", ""); print; exit }'
+}

@@ -22,10 +22,6 @@ QueuePair::QueuePair(dma::DmaPool& pool, std::uint16_t id, std::uint32_t entries
     sq_ = pool.allocate(std::size_t{entries} * sizeof(SubmissionEntry), 4096);
     cq_ = pool.allocate(std::size_t{entries} * sizeof(CompletionEntry), 4096);
     slots_.resize(entries);
-    scratch_.reserve(entries);
-    for (std::uint32_t i = 0; i < entries; ++i) {
-        scratch_.push_back(pool.allocate(4096, 4096));
-    }
     free_ids_.reserve(entries);
     for (std::uint32_t i = entries; i-- > 0;) {
         free_ids_.push_back(static_cast<std::uint16_t>(i));
