@@ -26,7 +26,7 @@ std::unique_ptr<Device> open_handed_over(std::string_view spec) {
     const auto first = rest.find(',');
     const auto second = first == std::string_view::npos ? first : rest.find(',', first + 1);
     if (second == std::string_view::npos) {
-        throw fail("two file descriptors are missing");
+        throw fail("the container and device fds are missing");
     }
     const pci::Address address = pci::Address::parse(rest.substr(0, first));
     const auto parse_fd = [&](std::string_view text, const char* which) {
