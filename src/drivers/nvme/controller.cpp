@@ -231,31 +231,12 @@ void Controller::wait_ready(bool ready, const char* step) {
 }
 
 CompletionEntry Controller::admin(SubmissionEntry command, const char* what) {
-    AdminWait wait;
-    if (admin_->enqueue(command, admin_done, &wait) < 0) {
-        throw Error::invalid(what, device_.name(), "the admin queue is full", EBUSY);
-    }
-    admin_->ring_doorbell();
-    const auto deadline = options_.clock.now() + options_.admin_timeout;
-    unsigned idle = 0;
-    while (!wait.done) {
-        if (admin_->process_completions() == 0) {
-            if (options_.clock.now() > deadline) {
-                throw Error::invalid(
-                    what, device_.name(),
-                    fmt::format("no completion within {} ms", options_.admin_timeout.count()),
-                    ETIMEDOUT);
-            }
-            if (++idle > 64) {
-                options_.clock.sleep(std::chrono::microseconds(20));
-            }
-        }
-    }
-    const StatusField status{static_cast<std::uint16_t>(wait.entry.status >> 1)};
+    const CompletionEntry entry = admin_all({command}, what).front();
+    const StatusField status{static_cast<std::uint16_t>(entry.status >> 1)};
     if (!status.ok()) {
         throw Error::invalid(what, device_.name(), status_name(status.code_and_type()), EIO);
     }
-    return wait.entry;
+    return entry;
 }
 
 void Controller::submit_admin(SubmissionEntry command, QueuePair::Handler handler, void* context) {
@@ -270,8 +251,11 @@ std::vector<CompletionEntry> Controller::admin_all(const std::vector<SubmissionE
                                                    const char* what) {
     if (commands.size() > admin_->free_slots()) {
         throw Error::invalid(what, device_.name(),
-                             fmt::format("{} commands at once; the admin queue has room for {}",
-                                         commands.size(), admin_->free_slots()),
+                             admin_->free_slots() == 0
+                                 ? std::string("the admin queue is full")
+                                 : fmt::format("{} commands at once; the admin queue has room "
+                                               "for {}",
+                                               commands.size(), admin_->free_slots()),
                              EBUSY);
     }
     std::vector<AdminWait> waits(commands.size());
@@ -285,10 +269,13 @@ std::vector<CompletionEntry> Controller::admin_all(const std::vector<SubmissionE
     while (done < waits.size()) {
         if (admin_->process_completions() == 0) {
             if (options_.clock.now() > deadline) {
-                throw Error::invalid(what, device_.name(),
-                                     fmt::format("{} of {} commands completed within {} ms", done,
-                                                 waits.size(), options_.admin_timeout.count()),
-                                     ETIMEDOUT);
+                throw Error::invalid(
+                    what, device_.name(),
+                    waits.size() == 1
+                        ? fmt::format("no completion within {} ms", options_.admin_timeout.count())
+                        : fmt::format("{} of {} commands completed within {} ms", done,
+                                      waits.size(), options_.admin_timeout.count()),
+                    ETIMEDOUT);
             }
             if (++idle > 64) {
                 options_.clock.sleep(std::chrono::microseconds(20));
