@@ -456,11 +456,12 @@ TEST(NvmePollMode, SteadyStateMakesNoAllocationAndNoSystemCall) {
     // A burst refills what one poll reaped: fewer doorbell writes than requests, never more.
     EXPECT_GT(child_result.notifications, 0u);
     EXPECT_LT(child_result.notifications, child_result.commands);
-    std::printf("poll mode under seccomp strict: %llu reads completed, %llu allocations, %llu SQ "
-                "doorbell writes\n",
-                static_cast<unsigned long long>(child_result.completed),
-                static_cast<unsigned long long>(child_result.allocations),
-                static_cast<unsigned long long>(child_result.notifications));
+    std::printf(
+        "poll mode under seccomp strict: %llu reads completed, %llu allocations, %llu SQ "
+        "doorbell writes\n",
+        static_cast<unsigned long long>(child_result.completed),
+        static_cast<unsigned long long>(child_result.allocations),
+        static_cast<unsigned long long>(child_result.notifications));
 }
 
 }  // namespace
