@@ -378,8 +378,10 @@ LinkStatus TapPort::link() const {
     ifreq request = request_for(name_);
     interface_ioctl(socket_fd.get(), SIOCGIFFLAGS, request, "read the flags of", object);
     LinkStatus status;
-    // Up: configured up by someone (IFF_UP) and with carrier (IFF_RUNNING: a queue is attached).
-    status.up = (request.ifr_flags & IFF_UP) != 0 && (request.ifr_flags & IFF_RUNNING) != 0;
+    // Up: configured up by someone (IFF_UP). A TAP has carrier while a queue is attached, which
+    // this port's are; IFF_RUNNING is no use here, as it follows the operational state, which
+    // the kernel's link watch updates up to a second after the carrier changes.
+    status.up = (request.ifr_flags & IFF_UP) != 0;
     return status;
 }
 

@@ -144,7 +144,7 @@ struct PortInfo {
 };
 
 struct LinkStatus {
-    bool up = false;               // the interface is administratively up and has carrier
+    bool up = false;               // frames can pass: the link is up (TAP: the interface is up)
     std::uint32_t speed_mbps = 0;  // 0: unknown
     bool full_duplex = true;
 };
