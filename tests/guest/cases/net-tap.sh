@@ -10,7 +10,9 @@
 #     again in interrupt mode with 1514-byte frames; frames of another seed are caught as corrupt;
 #  3. a multi-queue TAP (IFF_MULTI_QUEUE): two queues, adaptive mode, sizes 60-1514: two streams
 #     of 2000 frames each arrive whole;
-#  4. a PCI NIC without a ring3 driver (virtio-net on uio_pci_generic) is refused by name.
+#  4. fwd between two TAPs: what the kernel sends on one arrives on the other, all 3000 frames,
+#     MAC addresses swapped;
+#  5. a PCI NIC without a ring3 driver (virtio-net on uio_pci_generic) is refused by name.
 set -eu
 . /tests/lib.sh
 
@@ -138,7 +140,42 @@ must_fail ring3 perf net tap:r3mq0 --tx --queues 1 --count 1
 expect_contains "$OUT" "is not a single-queue TAP" "the error of a single-queue open of r3mq0"
 must $probe rmtap r3mq0 multi
 
-# ---- 4. a NIC ring3 has no driver for ----------------------------------------------------------
+# ---- 4. forwarding between two TAPs -------------------------------------------------------------
+# The kernel sends on r3a; ring3 reads r3a's fd and writes each frame, MAC addresses swapped, into
+# r3b's fd; the kernel receives it on r3b, where the capture checks it.
+must $probe mktap r3a
+must $probe mktap r3b
+must ip link set r3a up
+must ip link set r3b up
+$probe capture r3b 3000 120 >/tmp/capture.out 2>&1 &
+capture_pid=$!
+wait_for 10 "the capture socket on r3b" grep -q ready /tmp/capture.out
+echo "+ ring3 perf net tap:r3a --fwd tap:r3b --count 3000 --time 120s &"
+ring3 perf net tap:r3a --fwd tap:r3b --count 3000 --time 120s >/tmp/fwd.out 2>/tmp/fwd.err &
+fwd_pid=$!
+wait_for 10 "ring3 attached to r3a (carrier)" grep -qx 1 /sys/class/net/r3a/carrier
+wait_for 10 "ring3 attached to r3b (carrier)" grep -qx 1 /sys/class/net/r3b/carrier
+must $probe send r3a 3000 1 128
+rc=0
+wait $fwd_pid || rc=$?
+cat /tmp/fwd.err /tmp/fwd.out
+emit "perf net fwd" </tmp/fwd.out
+[ $rc -eq 0 ] || fail "perf net --fwd failed"
+expect_contains "$(cat /tmp/fwd.out)" "forwarded 3,000 packets (384,000 bytes)" "the fwd report"
+expect_contains "$(tail -n1 /tmp/fwd.out)" "net_fwd_pps: " "the fwd report's last line"
+rc=0
+wait $capture_pid || rc=$?
+cat /tmp/capture.out
+emit "capture fwd" </tmp/capture.out
+[ $rc -eq 0 ] || fail "the capture on r3b did not see 3000 valid test frames"
+expect_contains "$(cat /tmp/capture.out)" "stream 0: 3000 frames, sequences 0..2999" "the capture"
+expect_contains "$(cat /tmp/capture.out)" \
+  "first test frame: destination 02:00:00:00:00:09, source ff:ff:ff:ff:ff:ff" \
+  "the capture (MAC addresses swapped)"
+must $probe rmtap r3a
+must $probe rmtap r3b
+
+# ---- 5. a NIC ring3 has no driver for ----------------------------------------------------------
 vnet=$(find_device 1af4:1041)
 must modprobe uio_pci_generic
 must ring3 bind "$vnet" uio_pci_generic

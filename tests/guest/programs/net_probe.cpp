@@ -158,6 +158,7 @@ int capture(const std::string& iface, std::uint64_t count, unsigned seconds) {
     std::map<unsigned, std::set<std::uint64_t>> streams;
     std::uint64_t test_frames = 0, other = 0, bad = 0, duplicates = 0, outgoing = 0;
     std::string first_bad;
+    std::string first_macs;
     const auto start = std::chrono::steady_clock::now();
     auto deadline = start + std::chrono::seconds(seconds);
     bool lingering = false;
@@ -222,6 +223,14 @@ int capture(const std::string& iface, std::uint64_t count, unsigned seconds) {
             }
             continue;
         }
+        if (first_macs.empty()) {
+            char text[64];
+            std::snprintf(text, sizeof text,
+                          "destination %02x:%02x:%02x:%02x:%02x:%02x, source "
+                          "%02x:%02x:%02x:%02x:%02x:%02x",
+                          f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11]);
+            first_macs = text;
+        }
         if (!streams[stream].insert(sequence).second) {
             ++duplicates;
         }
@@ -248,6 +257,9 @@ int capture(const std::string& iface, std::uint64_t count, unsigned seconds) {
         static_cast<unsigned long long>(missing), static_cast<unsigned long long>(other),
         static_cast<unsigned long long>(outgoing), stats.tp_drops,
         first_bad.empty() ? "" : "; first bad: ", first_bad.c_str());
+    if (!first_macs.empty()) {
+        std::printf("first test frame: %s\n", first_macs.c_str());
+    }
     for (const auto& [stream, seen] : streams) {
         std::printf("stream %u: %zu frames, sequences %llu..%llu\n", stream, seen.size(),
                     static_cast<unsigned long long>(seen.empty() ? 0 : *seen.begin()),
