@@ -23,7 +23,7 @@ double NetPerfReport::cycles_per_packet() const noexcept {
                : 0;
 }
 bool NetPerfReport::failed() const noexcept {
-    if (!fatal.empty()) {
+    if (!fatal.empty() || total.port.tx_errors != 0 || total.port.rx_errors != 0) {
         return true;
     }
     if (options.direction != Direction::rx) {
@@ -173,11 +173,15 @@ std::string format_report(const NetPerfReport& report) {
     }
     if (report.failed()) {
         line(
-            fmt::format("  FAILED: {} queue(s) stopped, {} corrupt, {} duplicates, {} of {} "
-                        "test frames",
-                        report.fatal.size(), grouped(report.total.rx.corrupt),
-                        grouped(report.total.rx.duplicates), grouped(report.total.rx.test_frames),
-                        grouped(o.count)));
+            fmt::format("  FAILED: {} queue(s) stopped, {} tx and {} rx errors, {} corrupt, {} "
+                        "duplicates{}",
+                        report.fatal.size(), grouped(report.total.port.tx_errors),
+                        grouped(report.total.port.rx_errors), grouped(report.total.rx.corrupt),
+                        grouped(report.total.rx.duplicates),
+                        o.direction == Direction::rx && o.count != 0
+                            ? fmt::format(", {} of {} test frames",
+                                          grouped(report.total.rx.test_frames), grouped(o.count))
+                            : ""));
     }
     line(figure_line(report));
     return out;

@@ -157,6 +157,23 @@ TEST(NetPerfTx, AFailedQueueStopsTheRun) {
     EXPECT_LT(report.seconds(), 1.0);
 }
 
+TEST(NetPerfTx, FramesThePortCouldNotSendFailTheRun) {
+    FakeNetPort port;
+    port.mutable_info().max_frame = 150;
+    port.queue(0);                         // its queue takes frames of at most 150 bytes
+    port.mutable_info().max_frame = 1514;  // while the port claims 1514
+    NetPerfOptions o = tx_options(10);
+    o.sizes = {200, 200};
+    const NetPerfReport report = run_net_perf(port, o);
+    EXPECT_TRUE(report.failed());
+    EXPECT_EQ(report.total.port.tx_errors, 10u);
+    EXPECT_NE(format_report(report).find("FAILED: 0 queue(s) stopped, 10 tx and 0 rx errors, 0 "
+                                         "corrupt, 0 duplicates\n"),
+              std::string::npos)
+        << format_report(report);
+    EXPECT_EQ(nlohmann::json::parse(format_report_json(report))["ok"], false);
+}
+
 TEST(NetPerfTx, ProgressIsReported) {
     FakeNetPort port;
     NetPerfOptions o = tx_options(0);

@@ -168,7 +168,7 @@ struct NetPerfOptions {
 // Figures of one queue (for fwd: of the pair of queues with that index), or of all of them.
 struct NetQueueResult {
     unsigned queue = 0;
-    std::uint64_t packets = 0;  // sent (tx), test and foreign frames received (rx), forwarded
+    std::uint64_t packets = 0;  // accepted by tx_burst (tx), frames received (rx), forwarded
     std::uint64_t bytes = 0;
     std::uint64_t refused = 0;  // tx_burst calls that accepted fewer than offered (no room)
     std::uint64_t dropped = 0;  // fwd: frames received that could not be sent on
@@ -195,7 +195,8 @@ struct NetPerfReport {
     double pps() const noexcept;
     double gbps() const noexcept;
     double cycles_per_packet() const noexcept;
-    // A queue stopped; rx: a corrupt or duplicate frame, or fewer test frames than --count.
+    // A queue stopped, or the port counted tx or rx errors; rx: a corrupt or duplicate frame, or
+    // fewer test frames than --count.
     bool failed() const noexcept;
 };
 

@@ -4,7 +4,8 @@
 # interfaces: lo and the TAPs made here; no route out). The kernel is the other side:
 #  1. tx: ring3 writes 10000 test frames into a TAP; the kernel counts them as received on the
 #     interface (rx_packets), and an AF_PACKET socket there (ring3_guest_net_probe capture, which
-#     shares no code with ring3) finds every one valid, sequence 0..9999, no duplicate;
+#     shares no code with ring3) finds every one valid, sequence 0..9999, no duplicate; a TAP
+#     that is down refuses them (tx_errors, the run fails);
 #  2. rx: the kernel transmits 10000 test frames on the TAP (AF_PACKET socket) and `perf net
 #     --rx` receives them all, in order, intact, as many as the interface's tx_packets says;
 #     again in interrupt mode with 1514-byte frames; frames of another seed are caught as corrupt;
@@ -82,6 +83,13 @@ emit "capture tx" </tmp/capture.out
 [ $rc -eq 0 ] || fail "the capture on r3tap0 did not see 10000 valid test frames"
 expect_contains "$(cat /tmp/capture.out)" "stream 0: 10000 frames, sequences 0..9999" "the capture"
 expect_eq "$(($(counter r3tap0 rx_packets) - rx_before))" 10000 "rx_packets of r3tap0 (the kernel's count)"
+
+# A TAP that is down takes no frames: each write fails, and the run with it.
+must ip link set r3tap0 down
+if perf_net tx-down tap:r3tap0 --tx --count 100; then fail "perf net --tx into a TAP that is down passed"; fi
+expect_contains "$(cat /tmp/perf-net.err)" "the link of tap:r3tap0 is down" "the warning"
+expect_eq "$(json_number tx_errors /tmp/perf-net.json)" 100 "tx_errors into a TAP that is down"
+must ip link set r3tap0 up
 
 # ---- 2. rx -----------------------------------------------------------------------------------
 tx_before=$(counter r3tap0 tx_packets)
