@@ -67,7 +67,9 @@ std::uint16_t internet_checksum(std::span<const std::byte> bytes) noexcept {
     return static_cast<std::uint16_t>(~sum);
 }
 
-FillPattern::FillPattern(std::uint64_t seed) : seed_(seed), bytes_(kMaxFiller + kRotations * 8) {
+// Whole 8-byte words: the loop below writes eight bytes at a time.
+FillPattern::FillPattern(std::uint64_t seed)
+    : seed_(seed), bytes_((kMaxFiller + kRotations * 8 + 7) / 8 * 8) {
     std::uint64_t state = seed;
     for (std::size_t i = 0; i < bytes_.size(); i += 8) {
         state = mix(state);
