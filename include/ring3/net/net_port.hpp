@@ -25,6 +25,7 @@
 //     than max_frame, not in the queue's pool) is accepted, dropped and counted in tx_errors, so a
 //     bad frame never blocks the ones behind it. Frames the port had to drop (no buffer posted,
 //     ring overrun) count in rx_drops; frames received broken count in rx_errors.
+//   - One frame, one buffer: max_frame + headroom fits a buffer (no chained segments yet).
 //   - A queue whose device failed (fd error, device gone, reset needed) reports it through
 //     failure() (an errno, 0 while healthy); from then on its bursts return 0.
 #pragma once
@@ -168,6 +169,9 @@ class NetPort {
 
     // DMA memory the device can reach, for packet buffer pools.
     virtual dma::DmaPool& dma_pool() = 0;
+
+    // Not here yet (add them when a driver needs them): receive filters (promiscuous mode,
+    // multicast lists), changing the MTU, port-wide hardware counters, offloads.
 };
 
 }  // namespace ring3::net

@@ -5,8 +5,11 @@
 //        stream) and counts other traffic as foreign;
 //   fwd  frames received on queue q of one port leave on queue q of the other with their MAC
 //        addresses swapped (l2fwd's "MAC swap"), both ways.
-// Figures: packets per second, Gbit/s (frame bytes without FCS, preamble and gap), and CPU cycles
-// per packet from the cycle counter (see core/cycle_clock.hpp).
+// Figures: packets per second, Gbit/s (frame bytes without FCS, preamble and gap), and cycles
+// per packet: the cycle counter's ticks over each worker's whole loop, added up, divided by the
+// packets (core/cycle_clock.hpp). In poll mode that is the CPU's cost per packet; in interrupt
+// mode, and on a receiver that waits for traffic, it includes the time spent waiting.
+// fwd waits on its two queues in turn (100 us each) when neither has frames.
 //
 // The steady-state loops allocate nothing; in poll mode they make no system call of their own
 // (the port may: TAP's bursts are read()/write()). Engine files: perf_generator.cpp (frames and
