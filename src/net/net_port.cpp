@@ -62,6 +62,7 @@ QueueStats& QueueStats::operator+=(const QueueStats& other) noexcept {
     tx_bytes += other.tx_bytes;
     tx_drops += other.tx_drops;
     tx_errors += other.tx_errors;
+    notifications += other.notifications;
     return *this;
 }
 

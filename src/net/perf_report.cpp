@@ -77,9 +77,10 @@ std::string stop_text(const NetPerfOptions& o) {
 std::string port_text(const QueueStats& s) {
     return fmt::format(
         "rx {} ({} bytes, {} drops, {} errors), tx {} ({} bytes, {} drops, {} "
-        "errors)",
+        "errors), {} notifications",
         grouped(s.rx_packets), grouped(s.rx_bytes), grouped(s.rx_drops), grouped(s.rx_errors),
-        grouped(s.tx_packets), grouped(s.tx_bytes), grouped(s.tx_drops), grouped(s.tx_errors));
+        grouped(s.tx_packets), grouped(s.tx_bytes), grouped(s.tx_drops), grouped(s.tx_errors),
+        grouped(s.notifications));
 }
 
 std::string rx_text(const RxCheck& r) {
@@ -91,9 +92,11 @@ std::string rx_text(const RxCheck& r) {
 }
 
 nlohmann::json stats_json(const QueueStats& s) {
-    return {{"rx_packets", s.rx_packets}, {"rx_bytes", s.rx_bytes},     {"rx_drops", s.rx_drops},
-            {"rx_errors", s.rx_errors},   {"tx_packets", s.tx_packets}, {"tx_bytes", s.tx_bytes},
-            {"tx_drops", s.tx_drops},     {"tx_errors", s.tx_errors}};
+    return {{"rx_packets", s.rx_packets},      {"rx_bytes", s.rx_bytes},
+            {"rx_drops", s.rx_drops},          {"rx_errors", s.rx_errors},
+            {"tx_packets", s.tx_packets},      {"tx_bytes", s.tx_bytes},
+            {"tx_drops", s.tx_drops},          {"tx_errors", s.tx_errors},
+            {"notifications", s.notifications}};
 }
 
 nlohmann::json rx_json(const RxCheck& r) {

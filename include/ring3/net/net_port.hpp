@@ -87,6 +87,10 @@ struct QueueStats {
     std::uint64_t tx_bytes = 0;
     std::uint64_t tx_drops = 0;   // frames accepted but discarded before the wire
     std::uint64_t tx_errors = 0;  // frames that could never be sent, or failed writes
+    // Doorbell writes / notifies telling the device about new tx frames or refilled rx buffers
+    // (block::QueueStats has the same): under emulation each is a trap into the hypervisor, so
+    // a driver batches them per burst. 0 for TAP, whose every frame is a system call instead.
+    std::uint64_t notifications = 0;
 
     QueueStats& operator+=(const QueueStats& other) noexcept;
 };
