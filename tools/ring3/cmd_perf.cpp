@@ -260,6 +260,7 @@ void write_pattern(const PatternArguments& a) {
 void add_perf_command(CLI::App& app) {
     auto* perf = app.add_subcommand("perf", "Benchmarks through ring3's drivers");
     perf->require_subcommand(1);
+    add_perf_net_command(*perf);
 
     auto args = std::make_shared<BlkArguments>();
     auto* blk = perf->add_subcommand(
