@@ -179,6 +179,7 @@ void Controller::initialize(const std::function<void()>& when_disabled) {
     bool disabled = false;
     std::chrono::microseconds pause{10};
     for (;;) {
+        const auto before = init.state();
         const auto state = init.step(options_.clock.now());
         if (state == Initializer::State::done) {
             return;
@@ -193,9 +194,10 @@ void Controller::initialize(const std::function<void()>& when_disabled) {
                 when_disabled();
             }
         }
-        if (init.waiting()) {
-            // Controllers (QEMU's among them) often change CSTS.RDY at once: look again soon,
-            // backing off to 1 ms so a slow one is not polled needlessly.
+        // Controllers (QEMU's among them) often change CSTS.RDY at once: a wait that was just
+        // entered looks again without sleeping; then the sleeps grow from 10 us to 1 ms, so a
+        // slow controller is not polled needlessly.
+        if (init.waiting() && state == before) {
             options_.clock.sleep(pause);
             pause = std::min(pause * 2, std::chrono::microseconds(1000));
         }
@@ -265,7 +267,10 @@ std::vector<CompletionEntry> Controller::admin_all(const std::vector<SubmissionE
     admin_->ring_doorbell();
     const auto deadline = options_.clock.now() + options_.admin_timeout;
     std::size_t done = 0;
-    unsigned idle = 0;
+    // An admin command takes tens of microseconds on most controllers: spin on the completion
+    // queue for up to 2 ms (a sleep costs far more than that under emulation), then sleep 20 us
+    // at a time.
+    const auto spin_until = options_.clock.now() + std::chrono::milliseconds(2);
     while (done < waits.size()) {
         if (admin_->process_completions() == 0) {
             if (options_.clock.now() > deadline) {
@@ -277,7 +282,7 @@ std::vector<CompletionEntry> Controller::admin_all(const std::vector<SubmissionE
                                       waits.size(), options_.admin_timeout.count()),
                     ETIMEDOUT);
             }
-            if (++idle > 64) {
+            if (options_.clock.now() > spin_until) {
                 options_.clock.sleep(std::chrono::microseconds(20));
             }
         }
