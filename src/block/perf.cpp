@@ -2,6 +2,8 @@
 #include "ring3/block/perf.hpp"
 
 #include <fmt/core.h>
+#include <pthread.h>
+#include <sched.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -101,8 +103,8 @@ enum class Phase { run, verify };
 struct Shared {
     PerfOptions options;  // a copy: a late completion after run_perf() must still find it
     Layout layout;
-    std::unique_ptr<WrittenMap> written;  // with verify and writes
-    Clock::time_point deadline = Clock::time_point::max();
+    std::unique_ptr<WrittenMap> written;   // with verify and writes
+    std::chrono::nanoseconds run_time{0};  // 0: no time limit; each worker times itself
 };
 
 struct Slot;
@@ -123,13 +125,18 @@ class Worker {
     }
 
     const PhaseResult& result() const noexcept { return result_; }
-    // When the worker's first request completed (the epoch when none has).
-    Clock::time_point first_completion() const noexcept { return first_completion_; }
     std::size_t buffer_bytes() const noexcept {
         return std::size_t{options_.request_bytes} * options_.queue_depth;
     }
     QueueStats queue_stats() const noexcept { return queue_.stats(); }
-    Clock::time_point finished() const noexcept { return finished_; }
+    // The phase's duration on the worker's own cycle counter (it is pinned to one CPU: counters
+    // of different CPUs are not compared).
+    Clock::duration elapsed() const noexcept { return finished_ - started_; }
+    // How long before the end of the phase the first request completed, and the clocks at the end
+    // (for the start-up figure of `--ios 1`); age < 0 when none completed.
+    Clock::duration first_completion_age() const noexcept { return first_completion_age_; }
+    std::chrono::steady_clock::time_point end_steady() const noexcept { return end_steady_; }
+    std::chrono::system_clock::time_point end_wall() const noexcept { return end_wall_; }
     unsigned in_flight() const noexcept { return in_flight_; }
     std::uint64_t blocks_checked() const noexcept { return blocks_checked_; }
     std::uint64_t mismatches() const noexcept { return mismatches_; }
@@ -175,8 +182,13 @@ class Worker {
     std::uint64_t issued_ = 0;
     unsigned in_flight_ = 0;
     PhaseResult result_;
+    Clock::time_point started_{};
+    Clock::time_point deadline_ = Clock::time_point::max();
     Clock::time_point finished_{};
     Clock::time_point first_completion_{};
+    Clock::duration first_completion_age_{-1};
+    std::chrono::steady_clock::time_point end_steady_{};
+    std::chrono::system_clock::time_point end_wall_{};
 
     std::uint64_t blocks_checked_ = 0;
     std::uint64_t mismatches_ = 0;
@@ -382,6 +394,10 @@ void Worker::stop_with(std::string message) noexcept {
 }
 
 void Worker::run(Phase phase) noexcept {
+    started_ = Clock::now();
+    deadline_ = phase == Phase::run && shared_.run_time.count() > 0 ? started_ + shared_.run_time
+                                                                    : Clock::time_point::max();
+    first_completion_ = {};
     try {
         start_phase(phase);
         loop();
@@ -391,6 +407,11 @@ void Worker::run(Phase phase) noexcept {
         stop_with(fmt::format("queue {}: unknown exception", index_));
     }
     finished_ = Clock::now();
+    first_completion_age_ = first_completion_ == Clock::time_point{}
+                                ? Clock::duration{-1}
+                                : finished_ - first_completion_;
+    end_steady_ = std::chrono::steady_clock::now();
+    end_wall_ = std::chrono::system_clock::now();
     published_ios_.store(result_.ios, std::memory_order_relaxed);
     published_bytes_.store(result_.bytes, std::memory_order_relaxed);
 }
@@ -465,7 +486,7 @@ void Worker::loop() {
         }
         const bool cancelled =
             options_.cancel != nullptr && options_.cancel->load(std::memory_order_relaxed);
-        if (cancelled || (phase_ == Phase::run && now >= shared_.deadline)) {
+        if (cancelled || now >= deadline_) {
             issuing_ = false;
         }
     }
@@ -484,6 +505,33 @@ void keep_until_exit(std::unique_ptr<RunState> state) {
     static auto* kept = new std::vector<std::unique_ptr<RunState>>;
     const std::lock_guard lock(mutex);
     kept->push_back(std::move(state));
+}
+
+// The CPUs this process may run on (its affinity mask), in order.
+std::vector<int> allowed_cpus() {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    std::vector<int> cpus;
+    if (::sched_getaffinity(0, sizeof set, &set) == 0) {
+        for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+            if (CPU_ISSET(cpu, &set)) {
+                cpus.push_back(cpu);
+            }
+        }
+    }
+    return cpus;
+}
+
+void pin_to(int cpu) noexcept {
+    if (cpu < 0) {
+        return;
+    }
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    if (::pthread_setaffinity_np(::pthread_self(), sizeof set, &set) != 0) {
+        log_warn("perf: cannot pin a worker to CPU {}; its timing may mix two CPUs' counters", cpu);
+    }
 }
 
 double seconds_of(const timeval& t) {
@@ -506,8 +554,13 @@ PhaseResult run_phase(Shared& shared, std::vector<std::unique_ptr<Worker>>& work
     unsigned finished = 0;
     std::vector<std::thread> threads;
     threads.reserve(workers.size());
+    const std::vector<int> cpus = allowed_cpus();
     for (auto& worker : workers) {
-        threads.emplace_back([&, w = worker.get()] {
+        const int cpu = cpus.empty() ? -1 : cpus[threads.size() % cpus.size()];
+        threads.emplace_back([&, w = worker.get(), cpu] {
+            // One CPU per worker, for the run: its cycle counter is then one clock (see
+            // cycle_clock.hpp), and a polling queue keeps its cache.
+            pin_to(cpu);
             start.wait();
             w->run(phase);
             const std::lock_guard lock(mutex);
@@ -516,10 +569,10 @@ PhaseResult run_phase(Shared& shared, std::vector<std::unique_ptr<Worker>>& work
         });
     }
     const double cpu_before = cpu_seconds();
-    const auto started = Clock::now();
-    if (phase == Phase::run && options.time.count() > 0) {
-        shared.deadline = started + options.time;
-    }
+    // Progress is timed on this thread with steady_clock (a few reads a second).
+    using Steady = std::chrono::steady_clock;
+    const auto started = Steady::now();
+    shared.run_time = options.time;
     start.count_down();
 
     std::uint64_t last_ios = 0;
@@ -539,7 +592,7 @@ PhaseResult run_phase(Shared& shared, std::vector<std::unique_ptr<Worker>>& work
             lock.unlock();
             Progress progress;
             progress.phase = phase == Phase::run ? "run" : "verify";
-            const auto now = Clock::now();
+            const auto now = Steady::now();
             progress.elapsed = now - started;
             for (const auto& worker : workers) {
                 progress.ios += worker->published_ios();
@@ -564,7 +617,7 @@ PhaseResult run_phase(Shared& shared, std::vector<std::unique_ptr<Worker>>& work
     const double cpu_after = cpu_seconds();
 
     PhaseResult total;
-    auto ended = started;
+    Clock::duration longest{0};
     for (const auto& worker : workers) {
         const PhaseResult& r = worker->result();
         total.ios += r.ios;
@@ -575,9 +628,9 @@ PhaseResult run_phase(Shared& shared, std::vector<std::unique_ptr<Worker>>& work
         total.queue_full += r.queue_full;
         total.max_in_flight = std::max(total.max_in_flight, r.max_in_flight);
         total.latency.merge(r.latency);
-        ended = std::max(ended, worker->finished());
+        longest = std::max(longest, worker->elapsed());
     }
-    total.elapsed = ended - started;
+    total.elapsed = longest;
     const double wall = std::chrono::duration<double>(total.elapsed).count();
     total.cpu_percent = wall > 0 ? (cpu_after - cpu_before) / wall * 100 : 0;
     return total;
@@ -641,20 +694,20 @@ PerfReport run_perf(BlockDevice& device, const PerfOptions& options) {
 
     report.run = run_phase(*shared, workers, Phase::run, options.on_progress);
     report.cancelled = cancelled();
-    // The first completion, from the cycle counter to both clocks (read once each, now).
-    Clock::time_point first{};
+    // The first completion on both clocks: each worker measured its age on its own counter.
     for (const auto& worker : workers) {
-        const auto t = worker->first_completion();
-        if (t != Clock::time_point{} && (first == Clock::time_point{} || t < first)) {
-            first = t;
+        if (worker->first_completion_age().count() < 0) {
+            continue;
         }
-    }
-    if (first != Clock::time_point{}) {
-        const auto ago = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - first);
-        report.first_completion = std::chrono::steady_clock::now() - ago;
-        report.first_completion_wall =
-            std::chrono::system_clock::now() -
-            std::chrono::duration_cast<std::chrono::system_clock::duration>(ago);
+        const auto age =
+            std::chrono::duration_cast<std::chrono::nanoseconds>(worker->first_completion_age());
+        const auto steady = worker->end_steady() - age;
+        if (!report.first_completion || steady < *report.first_completion) {
+            report.first_completion = steady;
+            report.first_completion_wall =
+                worker->end_wall() -
+                std::chrono::duration_cast<std::chrono::system_clock::duration>(age);
+        }
     }
     const auto stopped = [&] {
         return std::any_of(workers.begin(), workers.end(),

@@ -5,8 +5,10 @@
 // steady_clock is a vDSO read of the TSC, but a guest on an emulator often has no usable fast
 // clock source (QEMU TCG marks the TSC unstable, the kernel falls back to the HPET, and every
 // clock_gettime becomes a system call plus an emulated device read). Reading the counter is one
-// instruction everywhere. Counters of different CPUs may disagree by a little: use it for
-// intervals measured on one thread, not for ordering events across threads.
+// instruction everywhere. Counters of different CPUs may disagree, by little on real hardware and
+// by up to seconds in an emulator's guest ("TSCs unsynchronized"): use it for intervals measured
+// on one thread that stays on one CPU (pin it), never across threads. The calibration takes both
+// of its samples on one CPU.
 #pragma once
 
 #include <chrono>
