@@ -94,6 +94,9 @@ class IoQueue final : public block::Queue {
     static void on_completion(void* context, const CompletionEntry& entry);
     // Whether describing `bytes` at `data` takes a PRP list page.
     bool needs_list(const std::byte* data, std::uint64_t bytes) const noexcept;
+    static bool fits_prp_pair(std::uint64_t first_iova, std::uint64_t bytes) noexcept;
+    bool sgl_for(std::uint64_t first_iova, const std::byte* data,
+                 std::uint64_t bytes) const noexcept;
     void set_data_pointer(SubmissionEntry& command, std::uint16_t cid, std::byte* data,
                           std::uint64_t bytes) noexcept;
     void release_list(std::uint16_t cid) noexcept;
