@@ -196,6 +196,38 @@ TEST(VirtioInitializer, TheResetWaitIsBounded) {
     EXPECT_LT(s.now - Initializer::TimePoint{}, Initializer::kResetTimeout + 10ms);
 }
 
+TEST(VirtioTransport, QueueSetupAndDriverOkRegisterByRegister) {
+    FakeVirtioBlk model;  // unmapped: every access is logged
+    PciTransport transport(model.device);
+    transport.negotiate(kBlkFeatures);
+    const std::size_t mark = model.device.accesses.size();
+    EXPECT_EQ(transport.max_queue_size(0), 256u);
+    PciTransport::QueueSetup setup;
+    setup.index = 0;
+    setup.size = 128;
+    setup.desc = 0x1'2345'6000;
+    setup.driver = 0x1'2345'7000;
+    setup.device = 0x1'2345'8000;
+    setup.msix_vector = 1;
+    EXPECT_EQ(transport.setup_queue(setup), 0u);  // queue_notify_off 0 x multiplier 4
+    transport.driver_ok();
+    // §4.1.5.1.3: select, size, vector (read back), the three addresses low half first,
+    // queue_notify_off, enable; then §3.1.1 step 8.
+    EXPECT_EQ(log_of(model.device, mark),
+              (std::vector<std::string>{"w16=0", "r18=0x100", "w16=0", "w18=0x80", "w1a=0x1",
+                                        "r1a=0x1", "w20=0x23456000", "w24=0x1", "w28=0x23457000",
+                                        "w2c=0x1", "w30=0x23458000", "w34=0x1", "r1e=0", "w1c=0x1",
+                                        "w14=0xf", "r14=0xf"}));
+    EXPECT_EQ(model.queues()[0].desc, 0x1'2345'6000u);
+    EXPECT_EQ(model.queues()[0].size, 128u);
+    // A vector the device cannot map reads back NO_VECTOR: refused with the reason.
+    setup.msix_vector = 7;
+    const auto message = error_of([&] { transport.setup_queue(setup); }, EIO);
+    EXPECT_EQ(message,
+              "set up virtqueue 0 fake:virtio-blk: the device refused MSI-X vector 7 "
+              "(reads back 0xffff)");
+}
+
 // ---- the split virtqueue ------------------------------------------------------------------------
 
 struct Ring {
