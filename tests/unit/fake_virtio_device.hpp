@@ -121,6 +121,7 @@ class FakeVirtioBlk {
         return device.peek<std::uint8_t>(kBar, kCommon + reg::DeviceStatus::offset);
     }
     unsigned interrupts_raised = 0;
+    unsigned indirect_chains = 0;
 
     // Serves queue `index`: every available chain is executed against the disk.
     void serve_queue(std::uint16_t index) {
@@ -296,11 +297,24 @@ class FakeVirtioBlk {
     std::uint32_t execute(Descriptor* table, std::uint16_t size, std::uint16_t head) {
         auto& dma = device.dma();
         std::vector<Descriptor> chain;
-        for (std::uint16_t id = head, n = 0; n < size; ++n) {
-            chain.push_back(table[id]);
-            if ((table[id].flags & desc_flag::next) == 0)
+        Descriptor* walk = table;
+        std::uint16_t limit = size;
+        std::uint16_t first = head;
+        if ((table[head].flags & desc_flag::indirect) != 0) {  // §2.7.5.3
+            walk = reinterpret_cast<Descriptor*>(dma.dma(table[head].addr, table[head].len));
+            if (walk == nullptr) {
+                return 0;
+            }
+            limit = static_cast<std::uint16_t>(table[head].len / sizeof(Descriptor));
+            first = 0;
+            ++indirect_chains;
+        }
+        for (std::uint16_t id = first, n = 0; n < limit && id < limit; ++n) {
+            chain.push_back(walk[id]);
+            if ((walk[id].flags & desc_flag::next) == 0) {
                 break;
-            id = table[id].next;
+            }
+            id = walk[id].next;
         }
         if (chain.size() < 2)
             return 0;

@@ -570,6 +570,37 @@ TEST(VirtioBlk, InterruptModeSleepsOnTheQueueVector) {
     EXPECT_EQ(c.calls, 1);
 }
 
+TEST(VirtioBlk, IndirectDescriptorsTakeOneRingEntryPerRequest) {
+    FakeVirtioBlk::Options o;
+    o.features |= bit(feature::indirect_desc);
+    BlkRig rig(o);
+    EXPECT_NE(rig.model.driver_features & bit(feature::indirect_desc), 0u);
+    EXPECT_EQ(rig.blk->geometry().max_queue_depth, 256u);  // one descriptor per request
+    auto& q = rig.blk->open_queue(0);
+    auto& vq = static_cast<BlkQueue&>(q).virtqueue();
+    auto buffer = rig.blk->dma_pool().allocate(100 * 512, 4096);
+    for (std::size_t i = 0; i < buffer.size(); ++i) {
+        buffer.data()[i] = static_cast<std::byte>(i * 13 + 5);
+    }
+    std::vector<Completion> c(100);
+    for (unsigned i = 0; i < 100; ++i) {  // more than 256 / 3 in flight
+        ASSERT_EQ(
+            q.enqueue({block::Op::write, i, 1, buffer.data() + i * 512, &Completion::done, &c[i]}),
+            0);
+    }
+    EXPECT_EQ(vq.free_descriptors(), 256u - 100u);
+    q.flush();
+    EXPECT_EQ(q.poll(), 100u);
+    EXPECT_EQ(rig.model.indirect_chains, 100u);
+    EXPECT_EQ(std::memcmp(rig.model.disk_.data(), buffer.data(), buffer.size()), 0);
+    auto in = rig.blk->dma_pool().allocate(100 * 512, 4096);
+    Completion r;
+    run_to_completion(q, {block::Op::read, 0, 100, in.data(), &Completion::done, &r}, r);
+    EXPECT_TRUE(r.status.ok());
+    EXPECT_EQ(std::memcmp(in.data(), buffer.data(), buffer.size()), 0);
+    EXPECT_TRUE(rig.model.device.dma().faults.empty());
+}
+
 TEST(VirtioBlk, QueueSizeZeroIsRefused) {
     FakeVirtioBlk::Options o;
     o.queue_size = 0;

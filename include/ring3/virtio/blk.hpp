@@ -70,12 +70,16 @@ class BlkQueue final : public block::Queue {
         std::uint32_t parts_left = 0;
         block::Status status;
     };
-    // Per chain (indexed by its head): the header and status the device reads and writes.
+    // Per chain (indexed by its head): the header and status the device reads and writes, and
+    // with VIRTIO_F_INDIRECT_DESC the chain's indirect descriptor table right after them.
     struct alignas(16) Slot {
         BlkRequestHeader header;
         BlkDiscardWriteZeroes range;
         std::uint8_t status;
     };
+    Slot& slot(std::uint16_t head) noexcept {
+        return *reinterpret_cast<Slot*>(slots_.data() + std::size_t{head} * slot_stride_);
+    }
     static void on_used(void* owner, void* context, std::uint16_t head,
                         std::uint32_t written) noexcept;
     void fail_broken() noexcept;
@@ -87,6 +91,8 @@ class BlkQueue final : public block::Queue {
     unsigned depth_ = 0;
     unsigned outstanding_ = 0;  // block requests (not chains)
     dma::DmaBuffer slots_;
+    std::size_t slot_stride_ = sizeof(Slot);
+    bool indirect_ = false;
     std::vector<Parent> parents_;
     std::vector<std::uint32_t> free_parents_;
     std::vector<Segment> segments_;  // scratch for one chain
@@ -110,6 +116,7 @@ class BlkDevice final : public block::BlockDevice {
     std::uint32_t max_transfer() const noexcept { return max_transfer_; }
     std::uint32_t max_data_segments() const noexcept { return max_segments_; }
     std::uint64_t segment_limit() const noexcept { return segment_limit_; }
+    bool indirect() const noexcept { return transport_->has(feature::indirect_desc); }
     dma::DmaArena& arena() noexcept { return *arena_; }
     std::size_t space_index() const noexcept { return space_index_; }
     const std::vector<irq::Interrupt>& interrupts() const noexcept { return interrupts_; }

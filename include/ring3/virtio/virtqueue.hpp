@@ -61,6 +61,11 @@ class SplitQueue {
     // Adds a chain (not yet visible to the device). Returns its head (>= 0), -EAGAIN when fewer
     // descriptors are free than segments, -EINVAL for no segments or more than the queue holds.
     int add(std::span<const Segment> segments, void* context) noexcept;
+    // The same chain through an indirect table (VIRTIO_F_INDIRECT_DESC, §2.7.5.3): the segments
+    // are written to `table` (DMA memory of the caller's, at `table_iova`, room for all of them)
+    // and the ring gets one descriptor pointing at it.
+    int add_indirect(std::span<const Segment> segments, volatile Descriptor* table,
+                     std::uint64_t table_iova, void* context) noexcept;
     // Makes every chain added since the last publish visible with one idx store (§2.7.13) and
     // notifies the device once unless it asked not to be (§2.7.10 / §2.7.7). Returns whether it
     // notified.
@@ -106,6 +111,8 @@ class SplitQueue {
     volatile UsedElement& used_ring(std::uint16_t slot) noexcept;
     volatile std::uint16_t& avail_event() noexcept;
     void release(std::uint16_t head) noexcept;
+    void make_available(std::uint16_t head, std::uint16_t count, std::uint16_t last,
+                        std::uint32_t writable, std::uint16_t next_free, void* context) noexcept;
     void report(const char* what, std::uint64_t count, std::uint64_t value) const noexcept;
 
     std::uint16_t index_;

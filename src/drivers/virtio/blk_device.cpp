@@ -69,14 +69,19 @@ BlkQueue::BlkQueue(BlkDevice& owner, std::unique_ptr<SplitQueue> queue, irq::Int
     : owner_(owner), queue_(std::move(queue)), interrupt_(interrupt) {
     CycleClock::calibrate();
     const std::uint16_t size = queue_->size();
-    slots_ = owner.dma_pool().allocate(sizeof(Slot) * size, 64);
+    indirect_ = owner.indirect();
+    if (indirect_) {
+        slot_stride_ = sizeof(Slot) + sizeof(Descriptor) * (owner.max_data_segments() + 2);
+    }
+    static_assert(sizeof(Slot) % alignof(Descriptor) == 0 && sizeof(Slot) % 16 == 0);
+    slots_ = owner.dma_pool().allocate(slot_stride_ * size, 64);
     parents_.resize(size);
     free_parents_.reserve(size);
     for (std::uint32_t i = size; i-- > 0;) {
         free_parents_.push_back(i);
     }
     segments_.resize(owner.max_data_segments() + 2);
-    depth_ = std::max(1u, size / 3u);
+    depth_ = indirect_ ? size : std::max(1u, size / 3u);
 }
 
 BlkQueue::~BlkQueue() = default;
@@ -179,7 +184,7 @@ int BlkQueue::enqueue(const block::Request& request) noexcept {
             data_segments = 1;  // the range structure
         }
         too_many = too_many || data_segments > owner_.max_data_segments();
-        descriptors += 2 + data_segments;
+        descriptors += indirect_ ? 1 : 2 + data_segments;
     }
     if (too_many || descriptors > queue_->size() || parts > depth_) {
         return -EINVAL;  // can never fit (seg_max, the ring, the queue's depth)
@@ -196,13 +201,12 @@ int BlkQueue::enqueue(const block::Request& request) noexcept {
     parent.context = request.context;
     parent.parts_left = static_cast<std::uint32_t>(parts);
     parent.status = {};
-    auto* slots = slots_.as<Slot>();
     for (std::uint64_t part = 0; part < parts; ++part) {
         const std::uint64_t first = part * part_blocks;
         const std::uint64_t count = std::min<std::uint64_t>(part_blocks, request.blocks - first);
         const std::uint16_t head = queue_->next_head();
-        Slot& slot = slots[head];
-        const std::uint64_t slot_iova = slots_.iova() + std::uint64_t{head} * sizeof(Slot);
+        Slot& slot = this->slot(head);
+        const std::uint64_t slot_iova = slots_.iova() + std::uint64_t{head} * slot_stride_;
         const std::uint64_t sector = (request.lba + first) * sectors_per_block;
         slot.header.reserved = 0;
         slot.header.sector = 0;
@@ -237,7 +241,11 @@ int BlkQueue::enqueue(const block::Request& request) noexcept {
                 break;
         }
         segments_[n++] = Segment{slot_iova + offsetof(Slot, status), 1, true};
-        const int added = queue_->add(std::span<const Segment>(segments_.data(), n), &parent);
+        const std::span<const Segment> chain(segments_.data(), n);
+        const int added = indirect_ ? queue_->add_indirect(
+                                          chain, reinterpret_cast<volatile Descriptor*>(&slot + 1),
+                                          slot_iova + sizeof(Slot), &parent)
+                                    : queue_->add(chain, &parent);
         if (added < 0) {
             // Cannot happen after the count above; an internal invariant broke.
             std::abort();
@@ -257,10 +265,9 @@ void BlkQueue::on_used(void* owner, void* context, std::uint16_t head,
     auto& parent = *static_cast<Parent*>(context);
     // §5.2.6: the status byte the device wrote last in the chain (read after the used ring's
     // acquire barrier in SplitQueue::poll).
-    const std::uint8_t status =
-        queue.queue_->broken()
-            ? kStatusUnset
-            : static_cast<volatile std::uint8_t&>(queue.slots_.as<Slot>()[head].status);
+    const std::uint8_t status = queue.queue_->broken()
+                                    ? kStatusUnset
+                                    : static_cast<volatile std::uint8_t&>(queue.slot(head).status);
     if (status != blk_status::ok && parent.status.ok()) {
         parent.status.device_code = status;
         parent.status.error = status == blk_status::unsupp ? EOPNOTSUPP : EIO;
@@ -339,11 +346,11 @@ BlkDevice::BlkDevice(std::unique_ptr<Device> device, const BlkOptions& options)
     features.required = bit(feature::version_1);
     // ACCESS_PLATFORM: addresses go through the IOMMU (or are physical under UIO), which is what
     // ring3 gives the device; a device behind an IOMMU may refuse a driver that declines it.
-    features.optional = bit(feature::access_platform) | bit(feature::event_idx) |
-                        bit(blk_feature::size_max) | bit(blk_feature::seg_max) |
-                        bit(blk_feature::blk_size) | bit(blk_feature::flush) |
-                        bit(blk_feature::ro) | bit(blk_feature::config_wce) | bit(blk_feature::mq) |
-                        bit(blk_feature::discard) | bit(blk_feature::write_zeroes);
+    features.optional =
+        bit(feature::access_platform) | bit(feature::event_idx) | bit(feature::indirect_desc) |
+        bit(blk_feature::size_max) | bit(blk_feature::seg_max) | bit(blk_feature::blk_size) |
+        bit(blk_feature::flush) | bit(blk_feature::ro) | bit(blk_feature::config_wce) |
+        bit(blk_feature::mq) | bit(blk_feature::discard) | bit(blk_feature::write_zeroes);
     features.device_bit_name = &blk_feature_name;
     transport_->negotiate(features);
 
@@ -462,7 +469,7 @@ BlkDevice::BlkDevice(std::unique_ptr<Device> device, const BlkOptions& options)
 
     // Transfer limits: data descriptors per chain (seg_max, the ring less header and status)
     // and bytes per descriptor (size_max, and the arena's granule where addresses may jump).
-    max_segments_ = std::min<std::uint32_t>(ring_size_ - 2u, 64u);
+    max_segments_ = std::min<std::uint32_t>(ring_size_ - 2u, 32u);
     if (transport_->has(blk_feature::seg_max)) {
         max_segments_ = std::min(max_segments_, config_.seg_max);
     }
@@ -532,7 +539,8 @@ block::Geometry BlkDevice::geometry() const {
     g.block_count = config_.capacity / (config_.block_size / kSectorSize);
     g.max_transfer = max_transfer_;
     g.queue_count = static_cast<std::uint32_t>(queues_.size());
-    g.max_queue_depth = std::max(1u, ring_size_ / 3u);  // chains of header, data, status
+    // A request is one chain: one descriptor with an indirect table, else header, data, status.
+    g.max_queue_depth = indirect() ? ring_size_ : std::max(1u, ring_size_ / 3u);
     g.volatile_write_cache = transport_->has(blk_feature::flush) && config_.writeback;
     g.write_zeroes = transport_->has(blk_feature::write_zeroes);
     g.deallocate = transport_->has(blk_feature::discard);
@@ -549,9 +557,9 @@ block::Queue& BlkDevice::open_queue(unsigned index, unsigned depth, irq::WaitMod
     const std::uint32_t max_depth = geometry().max_queue_depth;
     if (depth > max_depth) {
         throw Error::invalid(fmt::format("open queue {} with depth {}", index, depth), name(),
-                             fmt::format("the virtqueue allows at most {} ({} descriptors, 3 per "
+                             fmt::format("the virtqueue allows at most {} ({} descriptors, {} per "
                                          "request)",
-                                         max_depth, ring_size_));
+                                         max_depth, ring_size_, indirect() ? 1 : 3));
     }
     if (mode != irq::WaitMode::poll && interrupts_.empty()) {
         throw Error::invalid(fmt::format("open queue {} in {} mode", index, to_string(mode)),

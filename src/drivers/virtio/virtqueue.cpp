@@ -97,14 +97,54 @@ int SplitQueue::add(std::span<const Segment> segments, void* context) noexcept {
         last = id;
         id = next;
     }
-    free_head_ = id;
-    free_count_ -= static_cast<unsigned>(segments.size());
-    chains_[head] = Chain{context, static_cast<std::uint16_t>(segments.size()), last, writable};
+    make_available(head, static_cast<std::uint16_t>(segments.size()), last, writable, id, context);
+    return head;
+}
+
+int SplitQueue::add_indirect(std::span<const Segment> segments, volatile Descriptor* table,
+                             std::uint64_t table_iova, void* context) noexcept {
+    if (segments.empty() || segments.size() > size_) {
+        return -EINVAL;  // §2.7.5.3.1: no chain longer than the queue size, indirect or not
+    }
+    if (free_count_ == 0) {
+        return -EAGAIN;
+    }
+    // §2.7.5.3.1: the table's descriptors are linked by `next` inside the table; the one in
+    // the ring has only VIRTQ_DESC_F_INDIRECT (never with NEXT).
+    std::uint32_t writable = 0;
+    for (std::size_t i = 0; i < segments.size(); ++i) {
+        const Segment& segment = segments[i];
+        const bool more = i + 1 < segments.size();
+        volatile Descriptor& d = table[i];
+        d.addr = segment.iova;
+        d.len = segment.length;
+        d.flags = static_cast<std::uint16_t>((more ? desc_flag::next : 0) |
+                                             (segment.device_writes ? desc_flag::write : 0));
+        d.next = more ? static_cast<std::uint16_t>(i + 1) : 0;
+        if (segment.device_writes) {
+            writable += segment.length;
+        }
+    }
+    const std::uint16_t head = free_head_;
+    volatile Descriptor& d = reinterpret_cast<volatile Descriptor*>(desc_.data())[head];
+    d.addr = table_iova;
+    d.len = static_cast<std::uint32_t>(sizeof(Descriptor) * segments.size());
+    d.flags = desc_flag::indirect;
+    d.next = 0;
+    make_available(head, 1, head, writable, next_free_[head], context);
+    return head;
+}
+
+void SplitQueue::make_available(std::uint16_t head, std::uint16_t count, std::uint16_t last,
+                                std::uint32_t writable, std::uint16_t next_free,
+                                void* context) noexcept {
+    free_head_ = next_free;
+    free_count_ -= count;
+    chains_[head] = Chain{context, count, last, writable};
     ++chains_in_flight_;
     // §2.7.13.2: the head goes into the next available ring slot; idx is published later.
     avail_ring(static_cast<std::uint16_t>(avail_idx_ & (size_ - 1))) = head;
     ++avail_idx_;
-    return head;
 }
 
 bool SplitQueue::publish() noexcept {

@@ -18,7 +18,7 @@ sections = read_sections(data)
 runs = nvme_backing.perf_runs(sections)
 c = Checker("virtio-blk-verify")
 labels = [label for _, label, _ in runs]
-for label in ("full-64k", "full-4k", "randrw", "randrw-queues-2-interrupt", "interrupt",
+for label in ("full-2M", "full-64k", "full-4k", "randrw", "randrw-queues-2-interrupt", "interrupt",
               "queues-2-interrupt", "queues-2", "adaptive"):
     c.expect(label in labels, f"no '{label}' run (runs: {labels})")
 nvme_backing.check_reports(c, runs)
