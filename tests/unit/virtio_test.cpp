@@ -601,6 +601,27 @@ TEST(VirtioBlk, IndirectDescriptorsTakeOneRingEntryPerRequest) {
     EXPECT_TRUE(rig.model.device.dma().faults.empty());
 }
 
+TEST(VirtioBlk, WriteZeroesAndDiscardWhenOffered) {
+    FakeVirtioBlk::Options o;
+    o.features |= bit(blk_feature::write_zeroes) | bit(blk_feature::discard);
+    BlkRig rig(o);
+    const auto g = rig.blk->geometry();
+    EXPECT_TRUE(g.write_zeroes);
+    EXPECT_TRUE(g.deallocate);
+    std::memset(rig.model.disk_.data(), 0xee, rig.model.disk_.size());
+    auto& q = rig.blk->open_queue(0);
+    Completion z;
+    run_to_completion(q, {block::Op::write_zeroes, 10, 4, nullptr, &Completion::done, &z}, z);
+    EXPECT_TRUE(z.status.ok());
+    EXPECT_EQ(rig.model.disk_[10 * 512 - 1], std::byte{0xee});
+    EXPECT_EQ(rig.model.disk_[10 * 512], std::byte{0});
+    EXPECT_EQ(rig.model.disk_[14 * 512 - 1], std::byte{0});
+    EXPECT_EQ(rig.model.disk_[14 * 512], std::byte{0xee});
+    Completion d;
+    run_to_completion(q, {block::Op::deallocate, 0, 8, nullptr, &Completion::done, &d}, d);
+    EXPECT_TRUE(d.status.ok());
+}
+
 TEST(VirtioBlk, QueueSizeZeroIsRefused) {
     FakeVirtioBlk::Options o;
     o.queue_size = 0;
