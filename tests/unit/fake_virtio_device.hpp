@@ -296,7 +296,8 @@ class FakeVirtioBlk {
     // Runs one chain: header, data, status (§5.2.6). Returns the bytes written to the driver.
     std::uint32_t execute(Descriptor* table, std::uint16_t size, std::uint16_t head) {
         auto& dma = device.dma();
-        std::vector<Descriptor> chain;
+        chain_.clear();  // capacity kept: serving a queue allocates nothing after the first
+        auto& chain = chain_;
         Descriptor* walk = table;
         std::uint16_t limit = size;
         std::uint16_t first = head;
@@ -365,6 +366,7 @@ class FakeVirtioBlk {
     }
 
     Options options_;
+    std::vector<Descriptor> chain_;
     std::vector<Queue> queues_;
     unsigned reset_left_ = 0;
 };
