@@ -7,7 +7,8 @@
 # driver's max transfer; 64k; then 4k requests); random mixed read/write runs with --verify (one
 # queue polling, two queues on interrupts); then
 # sequential writes, each on its own region, in interrupt mode (the queue's vfio-msix vector
-# must count up), two queues in interrupt mode (two vectors), two queues polling, and adaptive.
+# must count up), two queues in interrupt mode (two vectors), two queues polling, and adaptive;
+# poll mode's steady state under seccomp strict mode (no system call) with no allocation.
 # checks/virtio-blk-verify.py recomputes every block of the backing file from the runs' reports.
 # Layout at power-off: [0,16m) interrupt, [16m,32m) 2 queues interrupt, [32m,40m) 2 queues poll,
 # [40m,48m) adaptive, [48m,64m) the last full run (4k).
@@ -65,6 +66,12 @@ expect_contains "$OUT" '"queues":2' "the report of the --queues 2 run"
 next_seed
 perf_blk "ns1 adaptive" "$dev" --mode adaptive --rw write --verify --bs 64k --qd 32 \
   --offset 40m --size 8m --seed "$seed"
+
+# Poll mode's steady state makes no system call and no allocation: the block-face test of
+# ring3_guest_nvme_tests (it only uses open_block_device and the Queue) on this device, whose
+# notify structure is mapped through VFIO. It reads, so the layout above stays.
+RING3_NVME=$blk RING3_BACKEND=vfio run ring3_guest_nvme_tests --gtest_filter='NvmePollMode.*' ||
+  fail "the poll-mode steady state on virtio-blk made a system call or an allocation"
 
 # A third queue does not exist (num-queues=2): refused up front, not a crash.
 must_fail ring3 perf blk "$dev" --queues 3 --rw read --ios 10
