@@ -122,6 +122,8 @@ class FakeVirtioBlk {
     }
     unsigned interrupts_raised = 0;
     unsigned indirect_chains = 0;
+    std::vector<std::uint8_t>
+        status_writes;  // kept by the model: readable after the device is gone
 
     // Serves queue `index`: every available chain is executed against the disk.
     void serve_queue(std::uint16_t index) {
@@ -235,6 +237,7 @@ class FakeVirtioBlk {
                 break;
             }
             case reg::DeviceStatus::offset:
+                status_writes.push_back(static_cast<std::uint8_t>(value));
                 if (value == 0) {
                     reset_left_ = options_.reset_reads;
                     reset_model();

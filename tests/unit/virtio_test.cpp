@@ -662,6 +662,11 @@ TEST(VirtioBlk, QueueSizeZeroIsRefused) {
     EXPECT_EQ(message,
               "set up virtqueue 0 fake:virtio-blk: the device reports queue_size 0: the "
               "queue is unavailable (VIRTIO 1.2 §4.1.4.3)");
+    // The half-started device was reset on the way out (§4.1.4.3.2), not left in FEATURES_OK.
+    ASSERT_GE(model.status_writes.size(), 2u);
+    EXPECT_EQ(model.status_writes.back(), 0u);
+    EXPECT_EQ(model.status_writes[model.status_writes.size() - 2],
+              status::acknowledge | status::driver | status::features_ok);
 }
 
 TEST(VirtioBlk, MoreQueuesThanTheDeviceHasAreNotGranted) {

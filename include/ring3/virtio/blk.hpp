@@ -122,6 +122,9 @@ class BlkDevice final : public block::BlockDevice {
     const std::vector<irq::Interrupt>& interrupts() const noexcept { return interrupts_; }
 
   private:
+    void start();
+    void stop() noexcept;
+
     std::unique_ptr<Device> device_;
     BlkOptions options_;
     std::vector<irq::Interrupt> interrupts_;

@@ -320,6 +320,16 @@ unsigned BlkQueue::wait(std::chrono::microseconds timeout) {
 
 BlkDevice::BlkDevice(std::unique_ptr<Device> device, const BlkOptions& options)
     : device_(std::move(device)), options_(options) {
+    try {
+        start();
+    } catch (...) {
+        stop();  // a half-started device is reset and let go, not left running
+        throw;
+    }
+}
+
+void BlkDevice::start() {
+    const BlkOptions& options = options_;
     transport_ = std::make_unique<PciTransport>(*device_, options.transport);
     const std::string& name = device_->name();
 
@@ -504,14 +514,19 @@ BlkDevice::BlkDevice(std::unique_ptr<Device> device, const BlkOptions& options)
 }
 
 BlkDevice::~BlkDevice() {
+    stop();
+}
+
+void BlkDevice::stop() noexcept {
     if (transport_) {
         transport_->reset();  // §4.1.4.3.2: the device stops using the rings
     }
     queues_.clear();
     if (bus_master_) {
+        bus_master_ = false;
         try {
             device_->set_bus_master(false);
-        } catch (const Error& e) {
+        } catch (const std::exception& e) {
             log_warn("{}: turning bus mastering off: {}", device_->name(), e.what());
         }
     }
@@ -521,12 +536,14 @@ BlkDevice::~BlkDevice() {
         arena_.reset();
     }
     if (!interrupts_.empty()) {
+        interrupts_.clear();
         try {
             device_->disable_irqs(IrqKind::msix);
-        } catch (const Error& e) {
+        } catch (const std::exception& e) {
             log_warn("{}", e.what());
         }
     }
+    transport_.reset();
 }
 
 std::string BlkDevice::name() const {
