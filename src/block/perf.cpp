@@ -123,6 +123,12 @@ class Worker {
     }
 
     const PhaseResult& result() const noexcept { return result_; }
+    // When the worker's first request completed (the epoch when none has).
+    Clock::time_point first_completion() const noexcept { return first_completion_; }
+    std::size_t buffer_bytes() const noexcept {
+        return std::size_t{options_.request_bytes} * options_.queue_depth;
+    }
+    QueueStats queue_stats() const noexcept { return queue_.stats(); }
     Clock::time_point finished() const noexcept { return finished_; }
     unsigned in_flight() const noexcept { return in_flight_; }
     std::uint64_t blocks_checked() const noexcept { return blocks_checked_; }
@@ -170,6 +176,7 @@ class Worker {
     unsigned in_flight_ = 0;
     PhaseResult result_;
     Clock::time_point finished_{};
+    Clock::time_point first_completion_{};
 
     std::uint64_t blocks_checked_ = 0;
     std::uint64_t mismatches_ = 0;
@@ -211,8 +218,9 @@ Worker::Worker(Shared& shared, unsigned index, Queue& queue, dma::DmaPool& pool)
         if (!buffers_->get(slot.buffer)) {
             throw Error::invalid("perf blk", "buffer pool", "fewer buffers than the queue depth");
         }
-        // Something other than zeros for writes without verify; overwritten when verifying.
-        for (std::uint32_t b = 0; b < layout_.slot_blocks; ++b) {
+        // Something other than zeros for writes without verify; overwritten when verifying,
+        // and not needed at all when the run only reads (it costs start-up time).
+        for (std::uint32_t b = 0; has_writes(options_.workload) && b < layout_.slot_blocks; ++b) {
             fill_pattern(
                 {slot.buffer.data + std::size_t{b} * layout_.block_size, layout_.block_size}, b,
                 options_.seed);
@@ -308,6 +316,9 @@ void Worker::complete(Slot& slot, const Status& status) noexcept {
         return;
     }
     const auto now = Clock::now();
+    if (first_completion_ == Clock::time_point{}) {
+        first_completion_ = now;
+    }
     // Cycle counters of two CPUs may disagree a little: a thread moved between them can see time
     // go back, which counts as zero rather than as an enormous latency.
     result_.latency.record(
@@ -622,6 +633,7 @@ PerfReport run_perf(BlockDevice& device, const PerfOptions& options) {
         Queue& queue = device.open_queue(i, depth, options.mode);
         workers.push_back(std::make_unique<Worker>(*shared, i, queue, device.dma_pool()));
     }
+    mark(options.timeline, "queues");
 
     const auto cancelled = [&] {
         return options.cancel != nullptr && options.cancel->load(std::memory_order_relaxed);
@@ -629,6 +641,21 @@ PerfReport run_perf(BlockDevice& device, const PerfOptions& options) {
 
     report.run = run_phase(*shared, workers, Phase::run, options.on_progress);
     report.cancelled = cancelled();
+    // The first completion, from the cycle counter to both clocks (read once each, now).
+    Clock::time_point first{};
+    for (const auto& worker : workers) {
+        const auto t = worker->first_completion();
+        if (t != Clock::time_point{} && (first == Clock::time_point{} || t < first)) {
+            first = t;
+        }
+    }
+    if (first != Clock::time_point{}) {
+        const auto ago = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - first);
+        report.first_completion = std::chrono::steady_clock::now() - ago;
+        report.first_completion_wall =
+            std::chrono::system_clock::now() -
+            std::chrono::duration_cast<std::chrono::system_clock::duration>(ago);
+    }
     const auto stopped = [&] {
         return std::any_of(workers.begin(), workers.end(),
                            [](const auto& w) { return !w->fatal().empty(); });
@@ -657,7 +684,11 @@ PerfReport run_perf(BlockDevice& device, const PerfOptions& options) {
             report.fatal.push_back(worker->fatal());
         }
         abandoned = abandoned || worker->in_flight() != 0;
+        report.queue_stats.push_back(worker->queue_stats());
+        report.data_buffer_bytes += worker->buffer_bytes();
     }
+    report.dma_mapped_bytes = device.dma_pool().arena().size();
+    report.dma_in_use_bytes = device.dma_pool().bytes_in_use();
     if (abandoned) {
         // Requests still with the device name these slots as their callback context: keep the
         // slots (not the DMA buffers, which must go back before the device's pool goes).

@@ -75,6 +75,10 @@ std::string grouped(std::uint64_t value) {
     return out;
 }
 
+double ratio(std::uint64_t part, std::uint64_t whole) {
+    return whole == 0 ? 0.0 : static_cast<double>(part) / static_cast<double>(whole);
+}
+
 std::uint64_t rounded(double value) {
     return value <= 0 ? 0 : static_cast<std::uint64_t>(std::llround(value));
 }
@@ -200,6 +204,18 @@ std::string format_report(const PerfReport& report) {
             ? fmt::format("; each request is {} commands (max transfer {})",
                           report.commands_per_request, bytes_text(report.geometry.max_transfer))
             : ""));
+    for (std::size_t i = 0; i < report.queue_stats.size(); ++i) {
+        const QueueStats& q = report.queue_stats[i];
+        line(
+            fmt::format("  queue {}: {} commands, {:.3f} notifications and {:.3f} completion "
+                        "acknowledgements per command, {:.2f} completions per reap{}",
+                        i, grouped(q.requests), ratio(q.notifications, q.requests),
+                        ratio(q.acknowledgements, q.requests), ratio(q.completions, q.reaps),
+                        q.garbage != 0 ? fmt::format(", {} invalid entries", q.garbage) : ""));
+    }
+    line(fmt::format("  DMA memory: {} mapped for the device, {} in use ({} data buffers)",
+                     bytes_text(report.dma_mapped_bytes), bytes_text(report.dma_in_use_bytes),
+                     bytes_text(report.data_buffer_bytes)));
     if (report.verify_pass) {
         const PhaseResult& v = report.verify;
         line(fmt::format("  read-back: {} requests in {:.2f} s, {} IOPS, {:.1f} MiB/s, {} errors",
@@ -272,7 +288,26 @@ std::string format_report_json(const PerfReport& report) {
         {"ok", !report.failed()},
         {"name", figure_name(report)},
         {"iops", report.run.iops()},
+        {"dma",
+         {{"mapped_bytes", report.dma_mapped_bytes},
+          {"in_use_bytes", report.dma_in_use_bytes},
+          {"data_buffer_bytes", report.data_buffer_bytes}}},
     };
+    nlohmann::json queues = nlohmann::json::array();
+    for (const QueueStats& q : report.queue_stats) {
+        queues.push_back({{"commands", q.requests},
+                          {"notifications", q.notifications},
+                          {"acknowledgements", q.acknowledgements},
+                          {"reaps", q.reaps},
+                          {"completions", q.completions},
+                          {"invalid_entries", q.garbage}});
+    }
+    j["queue_stats"] = std::move(queues);
+    if (report.first_completion_wall) {
+        j["first_completion_unix_ns"] = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                            report.first_completion_wall->time_since_epoch())
+                                            .count();
+    }
     return j.dump();
 }
 

@@ -1,6 +1,9 @@
 #include <fmt/core.h>
 
+#include <fcntl.h>
+
 #include <cerrno>
+#include <charconv>
 
 #include "ring3/core/error.hpp"
 #include "ring3/device/device.hpp"
@@ -9,6 +12,42 @@
 #include "ring3/pci/sysfs.hpp"
 
 namespace ring3 {
+namespace {
+
+// "vfio-fd:BDF,CONTAINER_FD,DEVICE_FD": a VFIO device another process opened and handed over
+// (inherited across exec from `ring3 hold`, or received over a socket), its container's IOMMU
+// already set up. The fds are taken over: closing the device closes them.
+std::unique_ptr<Device> open_handed_over(std::string_view spec) {
+    const auto fail = [&](const std::string& why) {
+        return Error::invalid("open device", fmt::format("'{}'", spec),
+                              why + "; expected vfio-fd:BDF,CONTAINER_FD,DEVICE_FD", EINVAL);
+    };
+    const std::string_view rest = spec.substr(8);
+    const auto first = rest.find(',');
+    const auto second = first == std::string_view::npos ? first : rest.find(',', first + 1);
+    if (second == std::string_view::npos) {
+        throw fail("the container and device fds are missing");
+    }
+    const pci::Address address = pci::Address::parse(rest.substr(0, first));
+    const auto parse_fd = [&](std::string_view text, const char* which) {
+        int fd = -1;
+        const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), fd);
+        if (ec != std::errc() || end != text.data() + text.size() || fd < 0) {
+            throw fail(fmt::format("the {} fd '{}' is not a number", which, text));
+        }
+        if (::fcntl(fd, F_GETFD) < 0) {
+            throw Error::from_errno(fmt::format("use the handed-over {} fd {} of", which, fd),
+                                    std::string(spec));
+        }
+        return UniqueFd(fd);
+    };
+    UniqueFd container_fd = parse_fd(rest.substr(first + 1, second - first - 1), "container");
+    UniqueFd device_fd = parse_fd(rest.substr(second + 1), "device");
+    auto container = vfio::Container::adopt(std::move(container_fd), 0, UniqueFd());
+    return vfio::adopt(address, std::move(container), std::move(device_fd));
+}
+
+}  // namespace
 
 std::unique_ptr<Device> open_device(std::string_view spec, const OpenOptions& options) {
     const auto starts_with = [&](std::string_view prefix) {
@@ -19,6 +58,9 @@ std::unique_ptr<Device> open_device(std::string_view spec, const OpenOptions& op
     }
     if (starts_with("uio:")) {
         return uio::open(pci::Address::parse(spec.substr(4)), options);
+    }
+    if (starts_with("vfio-fd:")) {
+        return open_handed_over(spec);
     }
     if (spec.find('/') != std::string_view::npos || starts_with("vfio-user:")) {
         throw Error::invalid("open device", fmt::format("'{}'", spec),

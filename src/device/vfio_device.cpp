@@ -307,7 +307,7 @@ class VfioDevice final : public Device {
 
 }  // namespace
 
-std::unique_ptr<Device> open(const pci::Address& address, const OpenOptions& options) {
+OpenedDevice open_fds(const pci::Address& address, const OpenOptions& options) {
     const pci::Sysfs sysfs(options.sysfs_root);
     const GroupLocation location = locate_group(sysfs, options.dev_root, address);
     auto container =
@@ -318,7 +318,13 @@ std::unique_ptr<Device> open(const pci::Address& address, const OpenOptions& opt
     if (fd < 0) {
         throw Error::from_errno("VFIO_GROUP_GET_DEVICE_FD", bdf);
     }
-    return std::make_unique<VfioDevice>(address, std::move(container), UniqueFd(fd));
+    return OpenedDevice{std::move(container), UniqueFd(fd)};
+}
+
+std::unique_ptr<Device> open(const pci::Address& address, const OpenOptions& options) {
+    OpenedDevice opened = open_fds(address, options);
+    return std::make_unique<VfioDevice>(address, std::move(opened.container),
+                                        std::move(opened.device_fd));
 }
 
 std::unique_ptr<Device> adopt(const pci::Address& address, std::shared_ptr<Container> container,

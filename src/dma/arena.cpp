@@ -62,27 +62,31 @@ std::unique_ptr<DmaArena> DmaArena::create(const ArenaOptions& options) {
 
     UniqueFd memfd;
     std::size_t page_size = kSmallPageSize;
-    if (options.huge_pages != HugePages::never && options.chunk_size >= kHugePageSize) {
+    ArenaOptions effective = options;
+    if (options.huge_pages != HugePages::never) {
         UniqueFd huge = create_memfd(options.name, true);
         if (huge_pages_usable(huge.get())) {
             memfd = std::move(huge);
             page_size = kHugePageSize;
+            // A chunk is whole hugepages: a smaller chunk size is rounded up, and the
+            // reservation with it.
+            effective.chunk_size = std::max(options.chunk_size, kHugePageSize);
+            effective.max_size = (options.max_size + effective.chunk_size - 1) /
+                                 effective.chunk_size * effective.chunk_size;
         }
     }
     if (!memfd) {
         if (options.huge_pages == HugePages::required) {
             throw Error::invalid("create DMA arena", options.name,
-                                 options.chunk_size < kHugePageSize
-                                     ? "hugepages required but the chunk size is below 2 MiB"
-                                     : "hugepages required but none can be mapped; reserve some "
-                                       "with `echo N > /proc/sys/vm/nr_hugepages`",
+                                 "hugepages required but none can be mapped; reserve some "
+                                 "with `echo N > /proc/sys/vm/nr_hugepages`",
                                  ENOMEM);
         }
         memfd = create_memfd(options.name, false);
     }
 
     // Reserve the whole range, aligned to the page size, so chunks land at fixed places.
-    const std::size_t reserve_size = options.max_size + page_size;
+    const std::size_t reserve_size = effective.max_size + page_size;
     void* raw = ::mmap(nullptr, reserve_size, PROT_NONE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (raw == MAP_FAILED) {
@@ -90,7 +94,7 @@ std::unique_ptr<DmaArena> DmaArena::create(const ArenaOptions& options) {
     }
     Mapping reservation(raw, reserve_size);
     return std::unique_ptr<DmaArena>(
-        new DmaArena(std::move(memfd), std::move(reservation), page_size, options));
+        new DmaArena(std::move(memfd), std::move(reservation), page_size, effective));
 }
 
 DmaArena::DmaArena(UniqueFd memfd, Mapping reservation, std::size_t page_size,

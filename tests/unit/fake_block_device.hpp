@@ -69,6 +69,12 @@ class FakeQueue final : public Queue {
         return static_cast<unsigned>(pending_.size());
     }
     unsigned depth() const noexcept override { return depth_; }
+    QueueStats stats() const noexcept override {
+        QueueStats s;
+        s.requests = submitted_;
+        s.notifications = flushes_;
+        return s;
+    }
 
     unsigned index() const noexcept { return index_; }
     std::uint64_t submitted() const noexcept { return submitted_; }

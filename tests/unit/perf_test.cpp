@@ -19,6 +19,7 @@ namespace {
 using namespace std::chrono_literals;
 using ring3::testing::error_of;
 using testing::FakeBlockDevice;
+using testing::FakeQueue;
 
 PerfOptions by_count(Workload workload, std::uint64_t ios) {
     PerfOptions o;
@@ -171,6 +172,31 @@ TEST(Perf, RandomReadsCountExactly) {
     EXPECT_EQ(figure_line(report).rfind("blk_randread_qd8_iops: ", 0), 0u) << figure_line(report);
     EXPECT_EQ(figure_line(report).substr(figure_line(report).size() - 5), " IOPS");
     EXPECT_NE(text.find("  seed: 1234\n"), std::string::npos) << text;
+}
+
+// The loop refills a burst and flushes it once: with all completions reaped per poll (the fake
+// completes everything at once), every burst is a whole queue's worth.
+TEST(Perf, RefillsABurstWithOneFlush) {
+    FakeBlockDevice device(FakeBlockDevice::small_geometry());
+    const PerfReport report = run_perf(device, by_count(Workload::randread, 800));
+    EXPECT_EQ(report.run.ios, 800u);
+    const FakeQueue& queue = *device.queue(0);
+    EXPECT_EQ(queue.submitted(), 800u);
+    EXPECT_LE(queue.flushes(), 800u / 8 + 2);  // qd 8: about one flush per 8 requests
+    ASSERT_EQ(report.queue_stats.size(), 1u);
+    EXPECT_EQ(report.queue_stats[0].requests, 800u);
+    EXPECT_EQ(report.queue_stats[0].notifications, queue.flushes());
+    // The data buffers are in the DMA memory the report counts.
+    EXPECT_EQ(report.data_buffer_bytes, 8u * 4096);
+    EXPECT_GE(report.dma_in_use_bytes, report.data_buffer_bytes);
+    EXPECT_GE(report.dma_mapped_bytes, report.dma_in_use_bytes);
+    EXPECT_TRUE(report.first_completion.has_value());
+    const auto json = nlohmann::json::parse(format_report_json(report));
+    EXPECT_EQ(json["queue_stats"][0]["commands"], 800u);
+    EXPECT_EQ(json["dma"]["data_buffer_bytes"], 8u * 4096);
+    EXPECT_TRUE(json.contains("first_completion_unix_ns"));
+    EXPECT_NE(format_report(report).find("  queue 0: 800 commands, "), std::string::npos)
+        << format_report(report);
 }
 
 TEST(Perf, RandomOffsetsStayInsideOffsetAndSize) {

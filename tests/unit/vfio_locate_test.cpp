@@ -110,5 +110,22 @@ TEST(VfioLocateGroup, AbsentDevice) {
               "no PCI device 0000:01:00.0: not in " + (tree.sys() / "bus/pci/devices").string());
 }
 
+// A device handed over open (`ring3 hold`, an I/O server): the spec names the fds; anything that
+// is not two open fds is refused before any is used.
+TEST(VfioHandedOver, MalformedSpecsAreNamed) {
+    EXPECT_EQ(error_of([] { open_device("vfio-fd:0000:01:00.0,3"); }),
+              "open device 'vfio-fd:0000:01:00.0,3': the container and device fds are missing; "
+              "expected vfio-fd:BDF,CONTAINER_FD,DEVICE_FD");
+    EXPECT_EQ(error_of([] { open_device("vfio-fd:0000:01:00.0,3,x4"); }),
+              "open device 'vfio-fd:0000:01:00.0,3,x4': the device fd 'x4' is not a number; "
+              "expected vfio-fd:BDF,CONTAINER_FD,DEVICE_FD");
+    EXPECT_NE(error_of([] { open_device("vfio-fd:zz,3,4"); }).find("parse PCI address 'zz'"),
+              std::string::npos);
+    // fd 1000 is not open in the test process.
+    EXPECT_EQ(error_of([] { open_device("vfio-fd:0000:01:00.0,1000,1001"); }, EBADF),
+              "use the handed-over container fd 1000 of vfio-fd:0000:01:00.0,1000,1001: Bad file "
+              "descriptor");
+}
+
 }  // namespace
 }  // namespace ring3::vfio

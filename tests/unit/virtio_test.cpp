@@ -492,6 +492,13 @@ TEST(VirtioBlk, ABurstIsOneNotification) {
     EXPECT_EQ(rig.model.queues()[0].notifies, 1u);
     EXPECT_EQ(q.poll(), 16u);
     EXPECT_EQ(q.outstanding(), 0u);
+    const block::QueueStats stats = q.stats();
+    EXPECT_EQ(stats.requests, 16u);
+    EXPECT_EQ(stats.notifications, 1u);
+    EXPECT_EQ(stats.acknowledgements, 0u);
+    EXPECT_EQ(stats.reaps, 1u);
+    EXPECT_EQ(stats.completions, 16u);
+    EXPECT_EQ(stats.garbage, 0u);
 }
 
 TEST(VirtioBlk, LargeRequestsAreSplitAndRangesChecked) {
@@ -540,6 +547,7 @@ TEST(VirtioBlk, GarbageFromTheDeviceFailsTheRequestNotTheProcess) {
     ASSERT_EQ(q.submit({block::Op::read, 0, 1, buffer.data(), &Completion::done, &c}), 0);
     q.wait(1ms);
     EXPECT_EQ(vq.counters().index_jumps, 1u);
+    EXPECT_EQ(q.stats().garbage, 3u);  // a length, an id, an index
     EXPECT_EQ(b.calls, 1);
     EXPECT_EQ(c.calls, 1);
     EXPECT_EQ(b.status.error, EIO);

@@ -10,6 +10,7 @@
 
 #include "commands.hpp"
 #include "ring3/core/error.hpp"
+#include "ring3/nvme/block_device.hpp"
 #include "ring3/nvme/controller.hpp"
 #include "ring3/nvme/spec.hpp"
 
@@ -61,6 +62,19 @@ void print_identify(nvme::Controller& controller) {
         fmt::print("  capacity             {} blocks, {} in use\n", ns.capacity, ns.utilization);
         fmt::print("  block size           {} bytes (LBA format {})\n", ns.block_size(),
                    ns.format_index);
+        fmt::print("  command set          {} (CSI {:02x}h)\n",
+                   nvme::command_set_name(ns.command_set), ns.command_set);
+        fmt::print("  metadata             {}\n",
+                   ns.metadata_size() == 0
+                       ? std::string("none")
+                       : fmt::format("{} bytes per block, {}", ns.metadata_size(),
+                                     ns.metadata_extended ? "extended LBA" : "separate buffer"));
+        fmt::print("  protection           {}\n", ns.protection == 0
+                                                      ? std::string("none")
+                                                      : fmt::format("type {}", ns.protection));
+        const std::string refusal = nvme::block_face_refusal(ns);
+        fmt::print("  block device         {}\n",
+                   refusal.empty() ? std::string("yes") : "no: " + refusal);
         for (std::size_t i = 0; i < ns.formats.size(); ++i) {
             const auto& f = ns.formats[i];
             fmt::print("  LBA format {:2}        {} bytes data, {} metadata{}\n", i, f.data_size,

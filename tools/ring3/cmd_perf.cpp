@@ -8,7 +8,9 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <atomic>
+#include <bit>
 #include <chrono>
 #include <cstdio>
 #include <limits>
@@ -21,7 +23,9 @@
 #include "ring3/block/open.hpp"
 #include "ring3/block/pattern.hpp"
 #include "ring3/block/perf.hpp"
+#include "ring3/core/cycle_clock.hpp"
 #include "ring3/core/error.hpp"
+#include "ring3/core/timeline.hpp"
 #include "ring3/core/unique_fd.hpp"
 
 namespace ring3::tool {
@@ -76,6 +80,7 @@ struct BlkArguments {
     unsigned rwmixread = 50;
     bool json = false;
     bool quiet = false;
+    bool verbose = false;
 };
 
 std::uint64_t time_seed() {
@@ -133,13 +138,43 @@ block::PerfOptions options_from(const BlkArguments& a) {
     return o;
 }
 
+// Chunks of the DMA arena: large enough for one request's buffer, otherwise small, so the
+// memory mapped for the device follows what the run uses (hugepage arenas round up to 2 MiB).
+std::size_t dma_chunk_for(std::uint32_t request_bytes) {
+    constexpr std::size_t kSmallest = 256 * 1024;
+    return std::max(kSmallest, std::bit_ceil(std::size_t{request_bytes}));
+}
+
+std::string startup_text(const Timeline& timeline,
+                         const std::optional<std::chrono::steady_clock::time_point>& first_io) {
+    std::string text = "start-up:";
+    const auto ms = [](std::chrono::nanoseconds d) {
+        return std::chrono::duration<double, std::milli>(d).count();
+    };
+    for (const auto& step : timeline.steps()) {
+        text += fmt::format(" {} {:.1f} ms,", step.name, ms(step.duration));
+    }
+    const auto end = timeline.start() + timeline.total();
+    if (first_io) {
+        text += fmt::format(" first I/O {:.1f} ms; total {:.1f} ms to the first completion",
+                            ms(*first_io - end), ms(*first_io - timeline.start()));
+    } else {
+        text += " no I/O completed";
+    }
+    return text;
+}
+
 void run_blk(const BlkArguments& a) {
     block::PerfOptions options = options_from(a);
+    Timeline timeline;
     block::OpenBlockOptions open;
     open.namespace_id = a.nsid;
     open.queues = a.queues;
     open.mode = options.mode;
     open.use_sgl = !a.no_sgl;
+    open.dma_chunk_size = dma_chunk_for(options.request_bytes);
+    open.timeline = &timeline;
+    options.timeline = &timeline;
     auto device = block::open_block_device(a.device, open);
 
     bool status_shown = false;
@@ -160,6 +195,9 @@ void run_blk(const BlkArguments& a) {
         fmt::print(stderr, "\r\x1b[K");
     }
 
+    if (a.verbose) {
+        fmt::print(stderr, "{}\n", startup_text(timeline, report.first_completion));
+    }
     if (a.json) {
         fmt::print("{}\n", block::format_report_json(report));
     } else if (a.quiet) {
@@ -257,6 +295,9 @@ void add_perf_command(CLI::App& app) {
         ->capture_default_str();
     blk->add_flag("--json", args->json, "print one JSON object instead of the report");
     blk->add_flag("--quiet", args->quiet, "no status line and no report: only the figure line");
+    blk->add_flag("--verbose", args->verbose,
+                  "print the start-up steps and their times (open, DMA arena, controller "
+                  "enable, identify, queues, first I/O) to stderr");
     blk->callback([args] { run_blk(*args); });
 
     auto pattern_args = std::make_shared<PatternArguments>();

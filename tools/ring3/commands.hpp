@@ -13,5 +13,6 @@ void add_bind_commands(CLI::App& app);  // bind and unbind
 void add_irq_test_command(CLI::App& app);
 void add_nvme_command(CLI::App& app);
 void add_perf_command(CLI::App& app);  // perf blk, perf pattern
+void add_hold_command(CLI::App& app);
 
 }  // namespace ring3::tool

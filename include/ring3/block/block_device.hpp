@@ -50,6 +50,19 @@ struct Request {
     void* context = nullptr;
 };
 
+// What a queue did, counted on its thread (read it after the run, or from that thread): enough
+// to see where the time goes without a profiler. Under emulation every notification and every
+// completion acknowledgement is a trap into the hypervisor.
+struct QueueStats {
+    std::uint64_t requests = 0;       // commands handed to the device (split requests: each part)
+    std::uint64_t notifications = 0;  // doorbell writes / notifies telling it about new ones
+    std::uint64_t acknowledgements = 0;  // writes telling it completions were consumed (NVMe CQ
+                                         // head doorbell; 0 where the device needs none)
+    std::uint64_t reaps = 0;             // reaps that found at least one completion
+    std::uint64_t completions = 0;       // completions consumed
+    std::uint64_t garbage = 0;           // device-written entries dropped as invalid
+};
+
 // Submission comes in bursts: enqueue() places a request in the queue without telling the device,
 // flush() hands everything enqueued since the last flush over with one notification (NVMe: one SQ
 // tail doorbell write; virtio: one notify), and submit() is the two for a single request. Under
@@ -79,6 +92,7 @@ class Queue {
     virtual unsigned wait(std::chrono::microseconds timeout) = 0;
     virtual unsigned outstanding() const noexcept = 0;
     virtual unsigned depth() const noexcept = 0;
+    virtual QueueStats stats() const noexcept = 0;
 };
 
 class BlockDevice {

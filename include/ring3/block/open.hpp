@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "ring3/block/block_device.hpp"
+#include "ring3/core/timeline.hpp"
 #include "ring3/device/device.hpp"
 
 namespace ring3::block {
@@ -19,6 +20,12 @@ struct OpenBlockOptions {
     unsigned queues = 1;                       // I/O queues to set up (each opened with open_queue)
     irq::WaitMode mode = irq::WaitMode::poll;  // interrupt vectors are set up unless poll
     bool use_sgl = true;  // NVMe: SGL data pointers when the controller offers them, else PRPs
+    // The DMA arena grows in chunks of this many bytes (0: the driver's default). A data buffer
+    // must fit in one chunk; smaller chunks map less memory for the device. Rounded up to 2 MiB
+    // when the arena gets hugepages.
+    std::size_t dma_chunk_size = 0;
+    // Start-up steps are marked on it when given (open device, DMA arena, controller enable, ...).
+    Timeline* timeline = nullptr;
     OpenOptions device;
 };
 

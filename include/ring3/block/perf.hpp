@@ -15,11 +15,13 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "ring3/block/block_device.hpp"
+#include "ring3/core/timeline.hpp"
 #include "ring3/irq/interrupt.hpp"
 
 namespace ring3::block {
@@ -77,6 +79,8 @@ struct PerfOptions {
     std::function<void(const Progress&)> on_progress;  // called on run_perf's thread
     const std::atomic<bool>* cancel = nullptr;         // set (e.g. by SIGINT) to stop early
     unsigned max_reported = 8;  // mismatch and error messages kept in the report
+    // When given, run_perf marks "queues" on it once the queues and buffers are set up.
+    Timeline* timeline = nullptr;
 };
 
 // Latencies in nanoseconds, log-linear like HdrHistogram: exact below 256 ns, then 128
@@ -159,6 +163,18 @@ struct PerfReport {
     std::vector<std::string> first_errors;      // failed requests, with the device's status
     std::vector<std::string> fatal;             // a queue that had to stop (refused, stalled)
     bool cancelled = false;
+    // Per queue, what the driver did (both phases): notifications per request and completions
+    // per reap say where an emulated device spends its time.
+    std::vector<QueueStats> queue_stats;
+    // DMA memory: bytes the device can reach (mapped into its IOVA space), and bytes of it
+    // allocated (queues, rings, PRP lists, the run's data buffers), after the run.
+    std::uint64_t dma_mapped_bytes = 0;
+    std::uint64_t dma_in_use_bytes = 0;
+    std::uint64_t data_buffer_bytes = 0;  // of which the run's data buffers
+    // When the first request of the run completed (steady_clock and wall clock), for start-up
+    // measurements (`--ios 1`).
+    std::optional<std::chrono::steady_clock::time_point> first_completion;
+    std::optional<std::chrono::system_clock::time_point> first_completion_wall;
 
     std::uint64_t errors() const noexcept { return run.errors + verify.errors; }
     // The run failed: a queue stopped, a block did not match, or (with verify) a request failed.

@@ -36,8 +36,12 @@ struct CycleClock {
 #endif
     }
 
-    // Measures the counter's rate (about 20 ms, once per process; call it before timing starts
-    // to keep that out of the first measurement).
+    // The counter's rate is measured between two samples of (steady_clock, counter) at least
+    // 10 ms apart: the first is taken by begin_calibration() (call it early, at process start,
+    // and the measurement costs nothing later) or else at the first use; the second at the first
+    // use, which sleeps only for what is left of the 10 ms. Once per process.
+    static void begin_calibration() noexcept;
+    // Completes the calibration now (so the wait, if any, stays out of the first measurement).
     static void calibrate() noexcept {
         (void)calibration();
     }

@@ -74,6 +74,17 @@ class Container final : public dma::IovaSpace {
     std::vector<IovaRange> freed_;  // unmapped ranges, reused first-fit
 };
 
+// The open fds of a VFIO device: what `open` builds a Device from, and what a process that hands
+// devices to others (an I/O server, `ring3 hold`) keeps and passes on.
+struct OpenedDevice {
+    std::shared_ptr<Container> container;
+    UniqueFd device_fd;
+};
+// Attaches the group of `address` (bound to vfio-pci) to `container` (a new one when null) and
+// opens the device. vfio-pci resets the function when a device is first opened (an FLR takes
+// 100 ms or more); a device handed over open skips that.
+OpenedDevice open_fds(const pci::Address& address, const OpenOptions& options);
+
 // Opens `address` (bound to vfio-pci) in `container` (a new one when null).
 std::unique_ptr<Device> open(const pci::Address& address, const OpenOptions& options);
 

@@ -53,9 +53,11 @@ class IovaSpace {
 enum class HugePages { automatic, required, never };
 
 struct ArenaOptions {
-    std::size_t chunk_size = std::size_t{2} << 20;  // multiple of the page size
-    std::size_t max_size = std::size_t{1}
-                           << 30;  // virtual reservation; the arena never grows past it
+    // A power of two, at least 4 KiB; rounded up to 2 MiB when the arena gets hugepages. A DMA
+    // object (a queue, a data buffer) lies within one chunk.
+    std::size_t chunk_size = std::size_t{2} << 20;
+    // The virtual reservation; the arena never grows past it.
+    std::size_t max_size = std::size_t{1} << 30;
     HugePages huge_pages = HugePages::automatic;
     std::string name = "ring3-dma";  // memfd name, visible in /proc/PID/fd
 };

@@ -30,10 +30,17 @@ struct BlockOptions {
 
 class NvmeBlockDevice;
 
+// Why the block face cannot drive namespace `ns` as a plain array of blocks, or "" when it can:
+// a namespace of another command set (zoned: writes only at a zone's write pointer), or one
+// formatted with metadata or end-to-end protection information (which requests do not carry).
+std::string block_face_refusal(const NamespaceInfo& ns);
+
 class IoQueue final : public block::Queue {
   public:
+    // `depth`: commands the caller keeps in flight; PRP-list pages are pooled for that many
+    // (fewer when SGLs describe the data, where a list is only a fallback).
     IoQueue(NvmeBlockDevice& owner, Controller& controller, const NamespaceInfo& ns,
-            std::unique_ptr<QueuePair> pair, irq::Interrupt* interrupt, int vector,
+            std::unique_ptr<QueuePair> pair, unsigned depth, irq::Interrupt* interrupt, int vector,
             irq::WaitMode mode, bool use_sgl, std::chrono::milliseconds io_timeout);
     ~IoQueue() override;
 
@@ -43,6 +50,7 @@ class IoQueue final : public block::Queue {
     unsigned wait(std::chrono::microseconds timeout) override;
     unsigned outstanding() const noexcept override { return pair_->outstanding(); }
     unsigned depth() const noexcept override { return pair_->entries() - 1; }
+    block::QueueStats stats() const noexcept override;
 
     QueuePair& pair() noexcept { return *pair_; }
     const QueueCounters& counters() const noexcept { return pair_->counters(); }
@@ -84,8 +92,11 @@ class IoQueue final : public block::Queue {
         bool outermost_;
     };
     static void on_completion(void* context, const CompletionEntry& entry);
+    // Whether describing `bytes` at `data` takes a PRP list page.
+    bool needs_list(const std::byte* data, std::uint64_t bytes) const noexcept;
     void set_data_pointer(SubmissionEntry& command, std::uint16_t cid, std::byte* data,
                           std::uint64_t bytes) noexcept;
+    void release_list(std::uint16_t cid) noexcept;
 
     NvmeBlockDevice& owner_;
     Controller& controller_;
@@ -106,6 +117,13 @@ class IoQueue final : public block::Queue {
     unsigned calls_since_sweep_ = 0;
     std::vector<Parent> parents_;
     std::vector<std::uint32_t> free_parents_;
+    // PRP list pages (§4.3.1.2), taken per command and given back at its completion; sized by
+    // the depth in use, not by the ring. kNoList where a command holds none.
+    static constexpr std::uint32_t kNoList = ~std::uint32_t{0};
+    std::optional<dma::BufferPool> lists_;  // none when no command can need one
+    std::vector<std::uint32_t> list_of_command_;
+    // One Dataset Management range (16 bytes, NVM Command Set §3.2.3) per command id.
+    dma::DmaBuffer ranges_;
 };
 
 class NvmeBlockDevice final : public block::BlockDevice {

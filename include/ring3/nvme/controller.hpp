@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "ring3/core/timeline.hpp"
 #include "ring3/device/device.hpp"
 #include "ring3/dma/pool.hpp"
 #include "ring3/irq/interrupt.hpp"
@@ -60,8 +61,12 @@ struct NamespaceInfo {
     std::uint64_t capacity = 0;     // NCAP
     std::uint64_t utilization = 0;  // NUSE
     std::vector<LbaFormat> formats;
-    unsigned format_index = 0;  // FLBAS bits 3:0 (and 6:5 for more than 16 formats)
+    unsigned format_index = 0;            // FLBAS bits 3:0 (and 6:5 for more than 16 formats)
+    bool metadata_extended = false;       // FLBAS bit 4: metadata at the end of each block's data
+    std::uint8_t protection = 0;          // DPS bits 2:0: end-to-end protection type, 0 none
+    std::uint8_t command_set = csi::nvm;  // from the namespace's CSI descriptor (§5.17.2.3)
     std::uint32_t block_size() const noexcept { return formats.at(format_index).data_size; }
+    std::uint16_t metadata_size() const noexcept { return formats.at(format_index).metadata_size; }
 };
 
 // §5.16.1.3 SMART / Health Information log.
@@ -103,6 +108,7 @@ struct ControllerOptions {
     std::chrono::milliseconds admin_timeout{5000};
     dma::ArenaOptions arena;  // the DMA memory of the controller's queues and of data buffers
     Clock clock;
+    Timeline* timeline = nullptr;  // bring-up steps are marked on it when given
 };
 
 class Controller {
@@ -130,6 +136,10 @@ class Controller {
     // Runs `command` and returns its completion; throws when the status is not success or no
     // completion comes within the admin timeout.
     CompletionEntry admin(SubmissionEntry command, const char* what);
+    // Runs several independent commands with one doorbell write and waits for all of them;
+    // throws for the first that failed (after all completed or the admin timeout passed).
+    std::vector<CompletionEntry> admin_all(const std::vector<SubmissionEntry>& commands,
+                                           const char* what);
     // Queues an admin command without waiting: its handler runs from poll_admin() (or from a
     // later admin()). For callers that wait on the admin queue's interrupt (vector 0) themselves.
     void submit_admin(SubmissionEntry command, QueuePair::Handler handler, void* context);
@@ -176,6 +186,8 @@ class Controller {
     void initialize(const std::function<void()>& when_disabled);
     void wait_ready(bool ready, const char* step);
     void identify();
+    std::vector<std::uint32_t> parse_namespace_list(const std::byte* page) const;
+    NamespaceInfo decode_namespace(std::uint32_t nsid, const std::byte* data) const;
     void submit_async_event_request();
 
     Device& device_;

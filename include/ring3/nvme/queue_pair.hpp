@@ -23,6 +23,10 @@ struct QueueCounters {
     std::uint64_t invalid_command_id = 0;  // CQE names an id outside the table
     std::uint64_t stale_command_id = 0;    // CQE names an id not in flight
     std::uint64_t invalid_sq_head = 0;     // CQE's SQ head pointer outside the ring
+    std::uint64_t sq_doorbells = 0;        // SQ tail doorbell writes
+    std::uint64_t cq_doorbells = 0;        // CQ head doorbell writes
+    std::uint64_t reaps = 0;               // process_completions() calls that consumed entries
+    std::uint64_t consumed = 0;            // completion entries consumed (garbage included)
 };
 
 class QueuePair {
@@ -60,7 +64,7 @@ class QueuePair {
     // ring_doorbell() so several commands go with one MMIO write. Returns the id, or -1 when
     // full.
     int enqueue(SubmissionEntry command, Handler handler, void* context) noexcept;
-    // The id the next enqueue() will use (to prepare its scratch page first); -1 when full.
+    // The id the next enqueue() will use (to prepare what the command points to); -1 when full.
     int next_command_id() const noexcept {
         return free_slots() == 0 || free_ids_.empty() ? -1 : free_ids_.back();
     }
@@ -90,9 +94,6 @@ class QueuePair {
         return command_id < entries_ && slots_[command_id].busy ? slots_[command_id].context
                                                                 : nullptr;
     }
-    // DMA scratch page of a command slot (PRP lists, SGL segments): 4 KiB, lives as long as the
-    // queue pair.
-    dma::DmaBuffer& scratch(std::uint16_t command_id) noexcept { return scratch_[command_id]; }
 
   private:
     void report(const char* what, std::uint64_t count, std::uint32_t value,
@@ -109,7 +110,6 @@ class QueuePair {
     std::uint32_t entries_;
     dma::DmaBuffer sq_;
     dma::DmaBuffer cq_;
-    std::vector<dma::DmaBuffer> scratch_;
     volatile std::uint32_t* sq_doorbell_;
     volatile std::uint32_t* cq_doorbell_;
     std::uint32_t sq_tail_ = 0;

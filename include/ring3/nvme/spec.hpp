@@ -95,7 +95,20 @@ namespace cns {
 inline constexpr std::uint32_t namespace_ = 0x00;
 inline constexpr std::uint32_t controller = 0x01;
 inline constexpr std::uint32_t active_namespaces = 0x02;
+inline constexpr std::uint32_t namespace_descriptors = 0x03;  // §5.17.2.3
 }  // namespace cns
+
+// §5.17.2.3 Namespace Identification Descriptor types, and the I/O command sets (CSI) the
+// Command Set Identifier descriptor names (Base 2.0 Figure 286).
+namespace descriptor {
+inline constexpr std::uint8_t command_set = 0x04;
+}  // namespace descriptor
+namespace csi {
+inline constexpr std::uint8_t nvm = 0x00;
+inline constexpr std::uint8_t key_value = 0x01;
+inline constexpr std::uint8_t zoned = 0x02;
+}  // namespace csi
+const char* command_set_name(std::uint8_t csi) noexcept;
 
 // §5.27.1 Feature identifiers.
 namespace feature {

@@ -12,6 +12,7 @@
 
 #include "ring3/block/block_device.hpp"
 #include "ring3/block/open.hpp"
+#include "ring3/core/timeline.hpp"
 #include "ring3/device/device.hpp"
 #include "ring3/dma/pool.hpp"
 #include "ring3/virtio/transport.hpp"
@@ -26,6 +27,7 @@ struct BlkOptions {
     std::uint32_t max_transfer = 512 * 1024;   // bytes per chain (a request above it is split)
     dma::ArenaOptions arena;
     TransportOptions transport;
+    Timeline* timeline = nullptr;  // start-up steps are marked on it when given
 };
 
 // Names of the virtio-blk feature bits (§5.2.3), for logs.
@@ -56,6 +58,7 @@ class BlkQueue final : public block::Queue {
     unsigned wait(std::chrono::microseconds timeout) override;
     unsigned outstanding() const noexcept override { return outstanding_; }
     unsigned depth() const noexcept override { return depth_; }
+    block::QueueStats stats() const noexcept override;
 
     void set_mode(irq::WaitMode mode, unsigned depth) noexcept;
     SplitQueue& virtqueue() noexcept { return *queue_; }

@@ -27,6 +27,9 @@ struct Segment {
 
 // Device garbage, counted (and logged at the 1st, 2nd, 4th... occurrence of each kind).
 struct VirtqueueCounters {
+    std::uint64_t chains = 0;         // chains made available
+    std::uint64_t reaps = 0;          // polls that found at least one used chain
+    std::uint64_t completions = 0;    // used chains consumed
     std::uint64_t notifications = 0;  // notify register writes
     std::uint64_t suppressed = 0;     // publishes the device asked not to be told about
     std::uint64_t bad_ids = 0;        // used id >= queue size

@@ -3,6 +3,7 @@
 // block layer know nothing of it.
 #include "ring3/block/open.hpp"
 #include "ring3/block/registry.hpp"
+#include "ring3/core/timeline.hpp"
 #include "ring3/nvme/open.hpp"
 #include "ring3/virtio/blk.hpp"
 #include "ring3/virtio/spec.hpp"
@@ -28,7 +29,9 @@ std::span<const DriverEntry> block_drivers() noexcept {
 
 std::unique_ptr<BlockDevice> open_block_device(std::string_view spec,
                                                const OpenBlockOptions& options) {
-    return open_block_device(open_device(spec, options.device), block_drivers(), options);
+    auto device = open_device(spec, options.device);
+    mark(options.timeline, "open device");
+    return open_block_device(std::move(device), block_drivers(), options);
 }
 
 }  // namespace ring3::block

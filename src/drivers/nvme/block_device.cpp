@@ -24,9 +24,23 @@ constexpr std::chrono::microseconds kAdaptiveSpin{50};
 
 // ---- IoQueue ----------------------------------------------------------------------------------
 
+namespace {
+
+// PRP list pages a queue keeps: one per command in flight when PRPs describe the data (a list is
+// needed beyond two pages), a few when SGLs do (a list only for a buffer that is not contiguous
+// for the device, which DMA pools do not hand out), none when no transfer exceeds two pages.
+std::uint32_t list_pages(unsigned depth, bool use_sgl, std::uint32_t max_transfer) {
+    if (max_transfer <= 2 * kPage) {
+        return 0;
+    }
+    return use_sgl ? std::min(depth, 2u) : depth;
+}
+
+}  // namespace
+
 IoQueue::IoQueue(NvmeBlockDevice& owner, Controller& controller, const NamespaceInfo& ns,
-                 std::unique_ptr<QueuePair> pair, irq::Interrupt* interrupt, int vector,
-                 irq::WaitMode mode, bool use_sgl, std::chrono::milliseconds io_timeout)
+                 std::unique_ptr<QueuePair> pair, unsigned depth, irq::Interrupt* interrupt,
+                 int vector, irq::WaitMode mode, bool use_sgl, std::chrono::milliseconds io_timeout)
     : owner_(owner),
       controller_(controller),
       arena_(controller.arena()),
@@ -40,8 +54,15 @@ IoQueue::IoQueue(NvmeBlockDevice& owner, Controller& controller, const Namespace
       vector_(vector),
       mode_(mode),
       use_sgl_(use_sgl),
-      io_timeout_(io_timeout) {
+      io_timeout_(io_timeout),
+      list_of_command_(pair_->entries(), kNoList),
+      ranges_(controller.pool().allocate(std::size_t{16} * pair_->entries(), 64)) {
     CycleClock::calibrate();  // once per process, before any request is timed
+    if (const std::uint32_t pages =
+            list_pages(std::min(depth, pair_->entries() - 1), use_sgl_, max_transfer_);
+        pages != 0) {
+        lists_.emplace(controller.pool(), kPage, pages, kPage);
+    }
     pair_->set_lazy_completion_doorbell(interrupt_ == nullptr);
     parents_.resize(pair_->entries());
     free_parents_.reserve(pair_->entries());
@@ -110,6 +131,22 @@ int IoQueue::enqueue(const block::Request& request) noexcept {
     if (parts > pair_->free_slots() || free_parents_.empty()) {
         return -EAGAIN;
     }
+    if (has_data) {
+        // All or nothing: the list pages the parts need must be there before any is queued.
+        std::uint32_t lists = 0;
+        std::uint32_t left = request.blocks;
+        const std::byte* data = request.data;
+        while (left != 0) {
+            const std::uint32_t blocks = std::min(left, max_blocks);
+            const std::uint64_t part_bytes = std::uint64_t{blocks} * block_size_;
+            lists += needs_list(data, part_bytes) ? 1 : 0;
+            data += part_bytes;
+            left -= blocks;
+        }
+        if (lists != 0 && (!lists_ || lists > lists_->available())) {
+            return !lists_ || lists > lists_->capacity() ? -EINVAL : -EAGAIN;
+        }
+    }
 
     const std::uint32_t parent_index = free_parents_.back();
     free_parents_.pop_back();
@@ -142,16 +179,17 @@ int IoQueue::enqueue(const block::Request& request) noexcept {
                 command.opcode = io::flush;
                 break;
             case block::Op::deallocate: {
-                // One range in the command's scratch page (§3.2.3: Context Attributes, Length
-                // in blocks, Starting LBA).
+                // One range in the command's slot (§3.2.3: Context Attributes, Length in
+                // blocks, Starting LBA).
                 command.opcode = io::dataset_management;
-                std::byte* range = pair_->scratch(static_cast<std::uint16_t>(cid)).data();
+                const std::size_t at = std::size_t{16} * static_cast<std::uint16_t>(cid);
+                std::byte* range = ranges_.data() + at;
                 const std::uint32_t attributes = 0;
                 const std::uint32_t length = request.blocks;
                 std::memcpy(range, &attributes, 4);
                 std::memcpy(range + 4, &length, 4);
                 std::memcpy(range + 8, &request.lba, 8);
-                command.dptr[0] = pair_->scratch(static_cast<std::uint16_t>(cid)).iova();
+                command.dptr[0] = ranges_.iova() + at;
                 command.cdw10 = 0;        // one range (0-based)
                 command.cdw11 = 1u << 2;  // AD: deallocate
                 break;
@@ -178,9 +216,26 @@ void IoQueue::flush() noexcept {
     }
 }
 
+bool IoQueue::needs_list(const std::byte* data, std::uint64_t bytes) const noexcept {
+    const std::uint64_t first = arena_.iova(data, space_);
+    if (use_sgl_ && arena_.iova(data + bytes - 1, space_) == first + bytes - 1) {
+        return false;
+    }
+    const std::uint64_t in_first_page = kPage - (first & (kPage - 1));
+    return bytes > in_first_page + kPage;
+}
+
+void IoQueue::release_list(std::uint16_t cid) noexcept {
+    if (cid < list_of_command_.size() && list_of_command_[cid] != kNoList) {
+        lists_->put(list_of_command_[cid]);
+        list_of_command_[cid] = kNoList;
+    }
+}
+
 // Data pointer of one command: an SGL data block descriptor when the controller takes SGLs and
-// the buffer is contiguous for the device, else PRP1/PRP2 with a PRP list in the command's scratch
-// page. Page addresses are translated one by one, so buffers need not be contiguous in IOVA.
+// the buffer is contiguous for the device, else PRP1/PRP2 with a PRP list from the queue's list
+// pages (enqueue() made sure one is free). Page addresses are translated one by one, so buffers
+// need not be contiguous in IOVA.
 void IoQueue::set_data_pointer(SubmissionEntry& command, std::uint16_t cid, std::byte* data,
                                std::uint64_t bytes) noexcept {
     const std::uint64_t first = arena_.iova(data, space_);
@@ -204,17 +259,32 @@ void IoQueue::set_data_pointer(SubmissionEntry& command, std::uint16_t cid, std:
         command.dptr[1] = arena_.iova(next, space_);
         return;
     }
-    auto& list = pair_->scratch(cid);
-    auto* entries = reinterpret_cast<std::uint64_t*>(list.data());
+    dma::Buffer list;
+    [[maybe_unused]] const bool got = lists_->get(list);  // counted free by enqueue()
+    list_of_command_[cid] = list.index;
+    auto* entries = reinterpret_cast<std::uint64_t*>(list.data);
     const std::uint64_t pages = (rest + kPage - 1) / kPage;  // <= 512: max_transfer <= 2 MiB
     for (std::uint64_t i = 0; i < pages; ++i) {
         entries[i] = arena_.iova(next + i * kPage, space_);
     }
-    command.dptr[1] = list.iova();
+    command.dptr[1] = list.iova;
+}
+
+block::QueueStats IoQueue::stats() const noexcept {
+    const QueueCounters& c = pair_->counters();
+    block::QueueStats s;
+    s.requests = c.submitted;
+    s.notifications = c.sq_doorbells;
+    s.acknowledgements = c.cq_doorbells;
+    s.reaps = c.reaps;
+    s.completions = c.completed;
+    s.garbage = c.invalid_command_id + c.stale_command_id;
+    return s;
 }
 
 void IoQueue::on_completion(void* context, const CompletionEntry& entry) {
     auto* parent = static_cast<Parent*>(context);
+    parent->queue->release_list(entry.command_id);
     const StatusField status{static_cast<std::uint16_t>(entry.status >> 1)};
     if (parent->timed_out) {
         parent->status = block::Status{ETIMEDOUT, 0};
@@ -331,6 +401,31 @@ unsigned IoQueue::wait(std::chrono::microseconds timeout) {
 
 // ---- NvmeBlockDevice --------------------------------------------------------------------------
 
+std::string block_face_refusal(const NamespaceInfo& ns) {
+    if (ns.command_set != csi::nvm) {
+        return fmt::format(
+            "it uses the {} command set (CSI {:02x}h){}; ring3's block face drives NVM command "
+            "set namespaces only",
+            command_set_name(ns.command_set), ns.command_set,
+            ns.command_set == csi::zoned ? ", where writes must go to a zone's write pointer" : "");
+    }
+    if (ns.protection != 0) {
+        return fmt::format(
+            "it is formatted with end-to-end protection information (type {}, LBA format {}); "
+            "ring3's block face does not generate or check it",
+            ns.protection, ns.format_index);
+    }
+    if (ns.metadata_size() != 0) {
+        return fmt::format(
+            "it is formatted with {} bytes of metadata per {}-byte block ({}, LBA format {}); "
+            "ring3's block face does not transfer metadata: format the namespace with an LBA "
+            "format without metadata",
+            ns.metadata_size(), ns.block_size(),
+            ns.metadata_extended ? "extended LBAs" : "a separate metadata buffer", ns.format_index);
+    }
+    return {};
+}
+
 NvmeBlockDevice::NvmeBlockDevice(std::unique_ptr<Device> device, const BlockOptions& options)
     : device_(std::move(device)), options_(options) {
     if (options.mode != irq::WaitMode::poll) {
@@ -351,8 +446,13 @@ NvmeBlockDevice::NvmeBlockDevice(std::unique_ptr<Device> device, const BlockOpti
     }
     controller_ = std::make_unique<Controller>(*device_, options.controller);
     namespace_ = controller_->namespace_info(options.namespace_id);
+    if (const std::string why = block_face_refusal(namespace_); !why.empty()) {
+        throw Error::invalid(fmt::format("open namespace {} as a block device", namespace_.id),
+                             device_->name(), why, ENOTSUP);
+    }
     granted_queues_ = controller_->set_queue_count(std::max(1u, options.queues));
     queues_.resize(granted_queues_);
+    mark(options.controller.timeline, "queue count");
     log_info("{}: namespace {} with {} blocks of {} bytes; {} I/O queue(s) granted",
              device_->name(), namespace_.id, namespace_.size, namespace_.block_size(),
              granted_queues_);
@@ -433,8 +533,8 @@ block::Queue& NvmeBlockDevice::open_queue(unsigned index, unsigned depth, irq::W
     auto pair =
         controller_->create_io_queue(static_cast<std::uint16_t>(index + 1), entries, vector);
     queues_[index] = std::make_unique<IoQueue>(
-        *this, *controller_, namespace_, std::move(pair), interrupt, vector, mode,
-        controller_->info().supports_sgl() && options_.use_sgl, options_.io_timeout);
+        *this, *controller_, namespace_, std::move(pair), depth == 0 ? max_depth : depth, interrupt,
+        vector, mode, controller_->info().supports_sgl() && options_.use_sgl, options_.io_timeout);
     return *queues_[index];
 }
 

@@ -4,6 +4,7 @@
 
 #include <fmt/core.h>
 
+#include <algorithm>
 #include <cstring>
 #include <thread>
 
@@ -123,13 +124,16 @@ Controller::Controller(Device& device, const ControllerOptions& options)
     pool_ = std::make_unique<dma::DmaPool>(*arena_, space_index_);
 
     device.set_bus_master(true);
+    mark(options_.timeline, "DMA arena");
     const std::uint32_t admin_entries =
         std::clamp<std::uint32_t>(options_.admin_entries, 2, std::min(max_queue_entries_, 4096u));
     admin_ = std::make_unique<QueuePair>(*pool_, 0, admin_entries,
                                          doorbell(reg::sq_tail_doorbell(0, doorbell_stride_)),
                                          doorbell(reg::cq_head_doorbell(0, doorbell_stride_)));
     initialize({});
+    mark(options_.timeline, "controller enable");
     identify();
+    mark(options_.timeline, "identify");
 }
 
 Controller::~Controller() {
@@ -173,6 +177,7 @@ const NamespaceInfo& Controller::namespace_info(std::uint32_t nsid) const {
 void Controller::initialize(const std::function<void()>& when_disabled) {
     Initializer init(*registers_, {admin_->sq_iova(), admin_->cq_iova(), admin_->entries()});
     bool disabled = false;
+    std::chrono::microseconds pause{10};
     for (;;) {
         const auto state = init.step(options_.clock.now());
         if (state == Initializer::State::done) {
@@ -189,7 +194,10 @@ void Controller::initialize(const std::function<void()>& when_disabled) {
             }
         }
         if (init.waiting()) {
-            options_.clock.sleep(std::chrono::microseconds(100));
+            // Controllers (QEMU's among them) often change CSTS.RDY at once: look again soon,
+            // backing off to 1 ms so a slow one is not polled needlessly.
+            options_.clock.sleep(pause);
+            pause = std::min(pause * 2, std::chrono::microseconds(1000));
         }
     }
 }
@@ -197,6 +205,7 @@ void Controller::initialize(const std::function<void()>& when_disabled) {
 // Bounded by CAP.TO (plus slack for a slow emulator), never forever; CSTS.CFS ends it at once.
 void Controller::wait_ready(bool ready, const char* step) {
     const auto deadline = options_.clock.now() + ready_timeout_ + std::chrono::milliseconds(500);
+    std::chrono::microseconds pause{10};
     for (;;) {
         const auto csts = registers_->read<reg::Csts>();
         if (csts.raw() == ~0u) {
@@ -216,7 +225,8 @@ void Controller::wait_ready(bool ready, const char* step) {
                                              ready ? 1 : 0, ready_timeout_.count()),
                                  ETIMEDOUT);
         }
-        options_.clock.sleep(std::chrono::microseconds(100));
+        options_.clock.sleep(pause);
+        pause = std::min(pause * 2, std::chrono::microseconds(1000));
     }
 }
 
@@ -256,14 +266,94 @@ void Controller::submit_admin(SubmissionEntry command, QueuePair::Handler handle
     admin_->ring_doorbell();
 }
 
-void Controller::identify() {
-    auto page = pool_->allocate(4096, 4096);
+std::vector<CompletionEntry> Controller::admin_all(const std::vector<SubmissionEntry>& commands,
+                                                   const char* what) {
+    if (commands.size() > admin_->free_slots()) {
+        throw Error::invalid(what, device_.name(),
+                             fmt::format("{} commands at once; the admin queue has room for {}",
+                                         commands.size(), admin_->free_slots()),
+                             EBUSY);
+    }
+    std::vector<AdminWait> waits(commands.size());
+    for (std::size_t i = 0; i < commands.size(); ++i) {
+        admin_->enqueue(commands[i], admin_done, &waits[i]);
+    }
+    admin_->ring_doorbell();
+    const auto deadline = options_.clock.now() + options_.admin_timeout;
+    std::size_t done = 0;
+    unsigned idle = 0;
+    while (done < waits.size()) {
+        if (admin_->process_completions() == 0) {
+            if (options_.clock.now() > deadline) {
+                throw Error::invalid(what, device_.name(),
+                                     fmt::format("{} of {} commands completed within {} ms", done,
+                                                 waits.size(), options_.admin_timeout.count()),
+                                     ETIMEDOUT);
+            }
+            if (++idle > 64) {
+                options_.clock.sleep(std::chrono::microseconds(20));
+            }
+        }
+        done = static_cast<std::size_t>(
+            std::count_if(waits.begin(), waits.end(), [](const AdminWait& w) { return w.done; }));
+    }
+    std::vector<CompletionEntry> entries;
+    entries.reserve(waits.size());
+    for (const auto& wait : waits) {
+        entries.push_back(wait.entry);
+    }
+    return entries;
+}
+
+namespace {
+
+void expect_success(const CompletionEntry& entry, const char* what, const std::string& device) {
+    const StatusField status{static_cast<std::uint16_t>(entry.status >> 1)};
+    if (!status.ok()) {
+        throw Error::invalid(what, device, status_name(status.code_and_type()), EIO);
+    }
+}
+
+SubmissionEntry identify_command(std::uint32_t cns, std::uint32_t nsid, std::uint64_t iova) {
     SubmissionEntry command{};
     command.opcode = admin::identify;
-    command.dptr[0] = page.iova();
-    command.cdw10 = cns::controller;
-    admin(command, "Identify Controller");
-    const std::byte* d = page.data();
+    command.nsid = nsid;
+    command.dptr[0] = iova;
+    command.cdw10 = cns;
+    return command;
+}
+
+// §5.17.2.3: descriptors of (type, length, 2 reserved bytes, value) until a type of 0. The
+// device wrote it: every length is checked against the page.
+std::uint8_t command_set_of(const std::byte* page, std::size_t size) {
+    std::size_t at = 0;
+    while (at + 4 <= size) {
+        const auto type = static_cast<std::uint8_t>(page[at]);
+        const auto length = static_cast<std::uint8_t>(page[at + 1]);
+        if (type == 0 || at + 4 + length > size) {
+            break;
+        }
+        if (type == descriptor::command_set && length == 1) {
+            return static_cast<std::uint8_t>(page[at + 4]);
+        }
+        at += 4 + length;
+    }
+    return csi::nvm;  // no descriptor: the NVM command set (controllers before 1.4)
+}
+
+}  // namespace
+
+// §5.17: Identify Controller and the active namespace list are independent, so they go with one
+// doorbell write; then each namespace's Identify Namespace and descriptor list, all together.
+void Controller::identify() {
+    auto controller_page = pool_->allocate(4096, 4096);
+    auto list_page = pool_->allocate(4096, 4096);
+    const auto first = admin_all({identify_command(cns::controller, 0, controller_page.iova()),
+                                  identify_command(cns::active_namespaces, 0, list_page.iova())},
+                                 "Identify Controller and Active Namespace List");
+    expect_success(first[0], "Identify Controller", device_.name());
+    expect_success(first[1], "Identify Active Namespace List", device_.name());
+    const std::byte* d = controller_page.data();
     info_.vendor_id = load<std::uint16_t>(d, 0);
     info_.subsystem_vendor_id = load<std::uint16_t>(d, 2);
     info_.serial = trimmed_text(d + 4, 20);
@@ -289,28 +379,51 @@ void Controller::identify() {
         info_.mdts == 0 || info_.mdts > 9 ? (2u << 20) : (4096ull << info_.mdts);
     max_transfer_ = static_cast<std::uint32_t>(limit);
 
+    // The descriptor list is mandatory from NVMe 1.3 on; older controllers only have NVM.
+    const bool descriptors = info_.version >= 0x00010300;
+    const std::vector<std::uint32_t> ids = parse_namespace_list(list_page.data());
     namespaces_.clear();
-    for (const std::uint32_t nsid : active_namespaces()) {
-        NamespaceInfo ns = identify_namespace(nsid);
-        if (ns.size == 0) {
-            log_warn("{}: namespace {} reports size 0; ignored", device_.name(), nsid);
-            continue;
+    const std::size_t per_batch = std::max<std::size_t>(1, admin_->free_slots() / 2);
+    for (std::size_t from = 0; from < ids.size(); from += per_batch) {
+        const std::size_t count = std::min(per_batch, ids.size() - from);
+        std::vector<dma::DmaBuffer> pages;
+        std::vector<SubmissionEntry> commands;
+        for (std::size_t i = 0; i < count; ++i) {
+            pages.push_back(pool_->allocate(4096, 4096));
+            commands.push_back(
+                identify_command(cns::namespace_, ids[from + i], pages.back().iova()));
+            if (descriptors) {
+                pages.push_back(pool_->allocate(4096, 4096));
+                commands.push_back(identify_command(cns::namespace_descriptors, ids[from + i],
+                                                    pages.back().iova()));
+            }
         }
-        namespaces_.push_back(std::move(ns));
+        const auto done = admin_all(commands, "Identify Namespace");
+        const std::size_t stride = descriptors ? 2 : 1;
+        for (std::size_t i = 0; i < count; ++i) {
+            const std::uint32_t nsid = ids[from + i];
+            expect_success(done[i * stride], "Identify Namespace", device_.name());
+            NamespaceInfo ns = decode_namespace(nsid, pages[i * stride].data());
+            if (descriptors) {
+                const CompletionEntry& entry = done[i * stride + 1];
+                if (StatusField{static_cast<std::uint16_t>(entry.status >> 1)}.ok()) {
+                    ns.command_set = command_set_of(pages[i * stride + 1].data(), 4096);
+                }
+            }
+            if (ns.size == 0) {
+                log_warn("{}: namespace {} reports size 0; ignored", device_.name(), nsid);
+                continue;
+            }
+            namespaces_.push_back(std::move(ns));
+        }
     }
 }
 
-std::vector<std::uint32_t> Controller::active_namespaces() {
-    auto page = pool_->allocate(4096, 4096);
-    SubmissionEntry command{};
-    command.opcode = admin::identify;
-    command.dptr[0] = page.iova();
-    command.cdw10 = cns::active_namespaces;
-    admin(command, "Identify Active Namespace List");
+std::vector<std::uint32_t> Controller::parse_namespace_list(const std::byte* page) const {
     std::vector<std::uint32_t> ids;
     std::uint32_t previous = 0;
     for (std::size_t i = 0; i < 1024; ++i) {
-        const auto nsid = load<std::uint32_t>(page.data(), i * 4);
+        const auto nsid = load<std::uint32_t>(page, i * 4);
         if (nsid == 0) {
             break;
         }
@@ -326,15 +439,21 @@ std::vector<std::uint32_t> Controller::active_namespaces() {
     return ids;
 }
 
+std::vector<std::uint32_t> Controller::active_namespaces() {
+    auto page = pool_->allocate(4096, 4096);
+    admin(identify_command(cns::active_namespaces, 0, page.iova()),
+          "Identify Active Namespace List");
+    return parse_namespace_list(page.data());
+}
+
 NamespaceInfo Controller::identify_namespace(std::uint32_t nsid) {
     auto page = pool_->allocate(4096, 4096);
-    SubmissionEntry command{};
-    command.opcode = admin::identify;
-    command.nsid = nsid;
-    command.dptr[0] = page.iova();
-    command.cdw10 = cns::namespace_;
-    admin(command, "Identify Namespace");
-    const std::byte* d = page.data();
+    admin(identify_command(cns::namespace_, nsid, page.iova()), "Identify Namespace");
+    return decode_namespace(nsid, page.data());
+}
+
+// NVM Command Set 1.0 §4.1.5.1.
+NamespaceInfo Controller::decode_namespace(std::uint32_t nsid, const std::byte* d) const {
     NamespaceInfo ns;
     ns.id = nsid;
     ns.size = load<std::uint64_t>(d, 0);
@@ -343,6 +462,8 @@ NamespaceInfo Controller::identify_namespace(std::uint32_t nsid) {
     const unsigned count = load<std::uint8_t>(d, 25) + 1u;  // NLBAF is 0-based
     const std::uint8_t flbas = load<std::uint8_t>(d, 26);
     ns.format_index = (flbas & 0xfu) | ((flbas >> 1) & 0x30u);
+    ns.metadata_extended = (flbas & 0x10u) != 0;
+    ns.protection = load<std::uint8_t>(d, 29) & 0x7u;
     for (unsigned i = 0; i < count && i < 64; ++i) {
         const auto word = load<std::uint32_t>(d, 128 + 4 * i);
         LbaFormat format;

@@ -11,6 +11,10 @@ std::unique_ptr<block::BlockDevice> open_block(std::unique_ptr<Device> device,
     nvme_options.queues = options.queues;
     nvme_options.mode = options.mode;
     nvme_options.use_sgl = options.use_sgl;
+    nvme_options.controller.timeline = options.timeline;
+    if (options.dma_chunk_size != 0) {
+        nvme_options.controller.arena.chunk_size = options.dma_chunk_size;
+    }
     return std::make_unique<NvmeBlockDevice>(std::move(device), nvme_options);
 }
 

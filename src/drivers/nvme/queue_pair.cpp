@@ -22,10 +22,6 @@ QueuePair::QueuePair(dma::DmaPool& pool, std::uint16_t id, std::uint32_t entries
     sq_ = pool.allocate(std::size_t{entries} * sizeof(SubmissionEntry), 4096);
     cq_ = pool.allocate(std::size_t{entries} * sizeof(CompletionEntry), 4096);
     slots_.resize(entries);
-    scratch_.reserve(entries);
-    for (std::uint32_t i = 0; i < entries; ++i) {
-        scratch_.push_back(pool.allocate(4096, 4096));
-    }
     free_ids_.reserve(entries);
     for (std::uint32_t i = entries; i-- > 0;) {
         free_ids_.push_back(static_cast<std::uint16_t>(i));
@@ -63,6 +59,7 @@ void QueuePair::ring_doorbell() noexcept {
     std::atomic_thread_fence(std::memory_order_release);
     *sq_doorbell_ = sq_tail_;
     sq_tail_rung_ = sq_tail_;
+    ++counters_.sq_doorbells;
 }
 
 // A device's garbage is reported, at the 1st, 2nd, 4th, 8th... occurrence so a storm of it cannot
@@ -83,6 +80,7 @@ void QueuePair::report(const char* what, std::uint64_t count, std::uint32_t valu
 void QueuePair::acknowledge_completions() noexcept {
     *cq_doorbell_ = cq_head_;  // §3.3.1.2: release the consumed entries
     unacknowledged_ = 0;
+    ++counters_.cq_doorbells;
 }
 
 unsigned QueuePair::process_completions(unsigned max) noexcept {
@@ -132,7 +130,11 @@ unsigned QueuePair::process_completions(unsigned max) noexcept {
         ++done;
         slot.handler(slot.context, entry);
     }
-    unacknowledged_ += consumed;
+    if (consumed != 0) {
+        unacknowledged_ += consumed;
+        counters_.consumed += consumed;
+        ++counters_.reaps;
+    }
     if (unacknowledged_ != 0 && (!lazy_cq_doorbell_ || unacknowledged_ >= entries_ / 2)) {
         acknowledge_completions();
     }

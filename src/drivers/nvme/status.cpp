@@ -131,4 +131,17 @@ std::string status_name(std::uint16_t code_and_type) {
     return fmt::format("status SCT {} SC {:#04x}", type, code);
 }
 
+const char* command_set_name(std::uint8_t csi) noexcept {
+    switch (csi) {
+        case csi::nvm:
+            return "NVM";
+        case csi::key_value:
+            return "Key Value";
+        case csi::zoned:
+            return "Zoned Namespace";
+        default:
+            return "unknown";
+    }
+}
+
 }  // namespace ring3::nvme

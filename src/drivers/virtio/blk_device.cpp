@@ -51,6 +51,9 @@ const char* blk_feature_name(unsigned bit) {
 namespace {
 
 constexpr std::uint8_t kStatusUnset = 0xff;  // what a status byte holds until the device writes it
+constexpr std::uint32_t kMaxDataSegments = 32;  // data descriptors per chain, at most
+// Bytes of one request slot at most: header, range, status, and an indirect table.
+constexpr std::size_t kSlotBound = 64 + sizeof(Descriptor) * (kMaxDataSegments + 2);
 
 std::uint16_t round_down_pow2(std::uint32_t value) {
     std::uint32_t p = 1;
@@ -272,7 +275,8 @@ void BlkQueue::on_used(void* owner, void* context, std::uint16_t head,
         parent.status.device_code = status;
         parent.status.error = status == blk_status::unsupp ? EOPNOTSUPP : EIO;
     }
-    if (status != blk_status::ok && status != blk_status::ioerr && status != blk_status::unsupp) {
+    if (!queue.queue_->broken() && status != blk_status::ok && status != blk_status::ioerr &&
+        status != blk_status::unsupp) {  // garbage, or no status written at all
         ++queue.bad_status_;
     }
     if (--parent.parts_left != 0) {
@@ -306,6 +310,18 @@ unsigned BlkQueue::poll(unsigned max) noexcept {
     return done;
 }
 
+block::QueueStats BlkQueue::stats() const noexcept {
+    const VirtqueueCounters& c = queue_->counters();
+    block::QueueStats stats;
+    stats.requests = c.chains;
+    stats.notifications = c.notifications;
+    stats.acknowledgements = 0;  // a split virtqueue needs none: used entries are just read
+    stats.reaps = c.reaps;
+    stats.completions = c.completions;
+    stats.garbage = c.bad_ids + c.stale_ids + c.bad_lengths + c.index_jumps + bad_status_;
+    return stats;
+}
+
 unsigned BlkQueue::wait(std::chrono::microseconds timeout) {
     if (const unsigned done = poll(0); done != 0 || outstanding_ == 0) {
         return done;
@@ -331,6 +347,7 @@ BlkDevice::BlkDevice(std::unique_ptr<Device> device, const BlkOptions& options)
 void BlkDevice::start() {
     const BlkOptions& options = options_;
     transport_ = std::make_unique<PciTransport>(*device_, options.transport);
+    mark(options.timeline, "virtio capabilities");
     const std::string& name = device_->name();
 
     if (options.mode != irq::WaitMode::poll) {
@@ -351,6 +368,7 @@ void BlkDevice::start() {
     arena_ = dma::DmaArena::create(options.arena);
     space_index_ = arena_->attach(device_->iova_space());
     pool_ = std::make_unique<dma::DmaPool>(*arena_, space_index_);
+    mark(options.timeline, "DMA arena");
 
     Initializer::Features features;
     features.required = bit(feature::version_1);
@@ -363,6 +381,7 @@ void BlkDevice::start() {
         bit(blk_feature::mq) | bit(blk_feature::discard) | bit(blk_feature::write_zeroes);
     features.device_bit_name = &blk_feature_name;
     transport_->negotiate(features);
+    mark(options.timeline, "virtio reset and feature negotiation");
 
     // §5.2.4: the configuration, consistent by config_generation.
     transport_->read_device_config([&](mmio::RegisterIo& cfg) {
@@ -453,11 +472,16 @@ void BlkDevice::start() {
     for (unsigned i = 0; i < count; ++i) {
         const auto index = static_cast<std::uint16_t>(i);
         const std::uint16_t max = transport_->max_queue_size(index);  // throws on 0
-        const std::uint16_t size = round_down_pow2(
+        std::uint16_t size = round_down_pow2(
             std::min<std::uint32_t>(max, std::max<std::uint16_t>(options.max_queue_size, 4)));
         if (size < 4) {
             refuse(fmt::format("virtqueue {} holds {} descriptors; a request needs at least 3", i,
                                max));
+        }
+        // Each request slot (header, status, indirect table) must fit with the others in one
+        // contiguous piece of the arena (a chunk, or less with small chunks).
+        while (size > 4 && std::size_t{size} * kSlotBound > arena_->max_contiguous()) {
+            size = static_cast<std::uint16_t>(size / 2);
         }
         smallest = std::min(smallest, size);
         auto ring = std::make_unique<SplitQueue>(
@@ -479,7 +503,7 @@ void BlkDevice::start() {
 
     // Transfer limits: data descriptors per chain (seg_max, the ring less header and status)
     // and bytes per descriptor (size_max, and the arena's granule where addresses may jump).
-    max_segments_ = std::min<std::uint32_t>(ring_size_ - 2u, 32u);
+    max_segments_ = std::min<std::uint32_t>(ring_size_ - 2u, kMaxDataSegments);
     if (transport_->has(blk_feature::seg_max)) {
         max_segments_ = std::min(max_segments_, config_.seg_max);
     }
@@ -506,7 +530,9 @@ void BlkDevice::start() {
         }
         queues_.push_back(std::make_unique<BlkQueue>(*this, std::move(rings[i]), interrupt));
     }
+    mark(options.timeline, "virtqueues");
     transport_->driver_ok();
+    mark(options.timeline, "DRIVER_OK");
     log_info(
         "{}: virtio-blk, {} sectors, {}-byte blocks, {} queue(s) of {} descriptors, max "
         "transfer {} bytes",
@@ -597,6 +623,10 @@ std::unique_ptr<block::BlockDevice> open_blk(std::unique_ptr<Device> device,
     blk.queues = options.queues;
     blk.mode = options.mode;
     blk.transport.pause = [] { std::this_thread::sleep_for(std::chrono::microseconds(100)); };
+    blk.timeline = options.timeline;
+    if (options.dma_chunk_size != 0) {
+        blk.arena.chunk_size = options.dma_chunk_size;
+    }
     return std::make_unique<BlkDevice>(std::move(device), blk);
 }
 

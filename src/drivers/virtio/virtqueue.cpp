@@ -142,6 +142,7 @@ void SplitQueue::make_available(std::uint16_t head, std::uint16_t count, std::ui
     free_count_ -= count;
     chains_[head] = Chain{context, count, last, writable};
     ++chains_in_flight_;
+    ++counters_.chains;
     // §2.7.13.2: the head goes into the next available ring slot; idx is published later.
     avail_ring(static_cast<std::uint16_t>(avail_idx_ & (size_ - 1))) = head;
     ++avail_idx_;
@@ -248,6 +249,10 @@ unsigned SplitQueue::poll(Completion completion, void* owner, unsigned max) noex
     }
     if (interrupts_wanted_ && event_idx_) {
         used_event() = last_used_;  // §2.7.10: interrupt again at the next one
+    }
+    if (done != 0) {
+        ++counters_.reaps;
+        counters_.completions += done;
     }
     return done;
 }

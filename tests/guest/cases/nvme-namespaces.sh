@@ -14,12 +14,6 @@ must ring3 bind "$nvme" vfio-pci
 capture identify ring3 nvme identify "$dev"
 echo "$OUT"
 expect_contains "$OUT" "namespaces           256 (NN), 2 active" "ring3 nvme identify"
-# namespace_field NSID FIELD: FIELD's value in identify's "namespace NSID" paragraph
-namespace_field() {
-  echo "$OUT" | awk -v ns="namespace $1" -v field="$2" '
-    /^namespace / { inside = ($0 == ns) }
-    inside && index($0, "  " field " ") == 1 { sub("^  " field " +", ""); print; exit }'
-}
 expect_eq "$(namespace_field 1 "block size")" "512 bytes (LBA format 0)" "namespace 1 block size"
 expect_eq "$(namespace_field 1 size)" "32768 blocks (16.0 MiB)" "namespace 1 size"
 expect_eq "$(namespace_field 2 "block size")" "4096 bytes (LBA format 4)" "namespace 2 block size"

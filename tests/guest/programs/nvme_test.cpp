@@ -368,6 +368,8 @@ struct PollLoopResult {
     std::uint64_t completed = 0;
     std::uint64_t failed = 0;
     std::uint64_t allocations = 0;
+    std::uint64_t commands = 0;       // from the queue's stats, over the measured loop
+    std::uint64_t notifications = 0;  // SQ doorbell writes: one per burst, not per request
 };
 
 void count_completion(void* context, const block::Status& status) {
@@ -378,9 +380,10 @@ void count_completion(void* context, const block::Status& status) {
     }
 }
 
-// The steady state of poll mode, submit and poll, runs in a child process under seccomp strict
-// mode, where any system call but read, write, exit and sigreturn kills it with SIGKILL; a
-// counting operator new shows it allocates nothing.
+// The steady state of poll mode, bursts of enqueue with one flush, then poll, runs in a child
+// process under seccomp strict mode, where any system call but read, write, exit and sigreturn
+// kills it with SIGKILL; a counting operator new shows it allocates nothing, and the queue's
+// stats that a burst took one doorbell write.
 TEST(NvmePollMode, SteadyStateMakesNoAllocationAndNoSystemCall) {
     auto device = block::open_block_device(spec());
     const std::uint32_t bs = device->geometry().block_size;
@@ -404,11 +407,12 @@ TEST(NvmePollMode, SteadyStateMakesNoAllocationAndNoSystemCall) {
             while (submitted < count && submitted - result.completed < kDepth) {
                 request.data = buffers[submitted % kDepth].data();
                 request.lba = (lba += request.blocks) % (device->geometry().block_count - 8);
-                if (queue.submit(request) != 0) {
+                if (queue.enqueue(request) != 0) {
                     break;
                 }
                 ++submitted;
             }
+            queue.flush();
             queue.poll();
         }
     };
@@ -425,8 +429,12 @@ TEST(NvmePollMode, SteadyStateMakesNoAllocationAndNoSystemCall) {
             ::_exit(3);
         }
         const std::uint64_t before = g_allocations.load();
+        const block::QueueStats stats_before = queue.stats();
         run_loop(kRequests);
         result.allocations = g_allocations.load() - before;
+        const block::QueueStats stats_after = queue.stats();
+        result.commands = stats_after.requests - stats_before.requests;
+        result.notifications = stats_after.notifications - stats_before.notifications;
         [[maybe_unused]] const auto n = ::write(fds[1], &result, sizeof result);
         ::syscall(SYS_exit, 0);  // strict mode allows exit, not exit_group
     }
@@ -444,9 +452,15 @@ TEST(NvmePollMode, SteadyStateMakesNoAllocationAndNoSystemCall) {
     EXPECT_EQ(child_result.completed, kRequests);
     EXPECT_EQ(child_result.failed, 0u);
     EXPECT_EQ(child_result.allocations, 0u);
-    std::printf("poll mode under seccomp strict: %llu reads completed, %llu allocations\n",
+    EXPECT_EQ(child_result.commands, kRequests);
+    // A burst refills what one poll reaped: fewer doorbell writes than requests, never more.
+    EXPECT_GT(child_result.notifications, 0u);
+    EXPECT_LT(child_result.notifications, child_result.commands);
+    std::printf("poll mode under seccomp strict: %llu reads completed, %llu allocations, %llu SQ "
+                "doorbell writes\n",
                 static_cast<unsigned long long>(child_result.completed),
-                static_cast<unsigned long long>(child_result.allocations));
+                static_cast<unsigned long long>(child_result.allocations),
+                static_cast<unsigned long long>(child_result.notifications));
 }
 
 }  // namespace
