@@ -229,6 +229,25 @@ perf_blk() {
   perf_blk_finish "$1"
 }
 
+# perf_blk_msix NAME BDF MIN_VECTORS PERF_ARGS...: perf_blk in the background while sampling the
+# device's vfio-msix lines in /proc/interrupts (they come with the vectors and go when the device
+# is closed); fails unless at least MIN_VECTORS of them counted up from before the run to during
+# it. The growth is emitted as section "irq NAME".
+perf_blk_msix() {
+  local name=$1 bdf=$2 min=$3 grown
+  shift 3
+  irq_counts vfio-msix "$bdf" | sed 's/^/0 /' >/tmp/irq.samples
+  perf_blk_start "$name" "$@"
+  sample_while "$PERF_PID" /tmp/irq.samples irq_counts vfio-msix "$bdf"
+  perf_blk_finish "$name"
+  irq_growth /tmp/irq.samples >/tmp/irq.growth
+  echo "vfio-msix vectors of $bdf (name, count before the run, last count seen during it):"
+  cat /tmp/irq.growth
+  emit "irq $name" </tmp/irq.growth
+  grown=$(awk '$3 > $2' /tmp/irq.growth | wc -l)
+  [ "$grown" -ge "$min" ] ||
+    fail "$name: $grown vfio-msix vector(s) of $bdf counted up during the run, expected $min"
+  echo "ok: $grown vfio-msix vector(s) of $bdf counted up during the run"
 # namespace_field NSID FIELD: FIELD's value in the "namespace NSID" paragraph of the
 # `ring3 nvme identify` output in $OUT.
 namespace_field() {

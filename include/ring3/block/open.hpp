@@ -1,9 +1,12 @@
 // Opening a block device by spec: the PCI device spec of include/ring3/device/device.hpp
-// (vfio:BDF, uio:BDF, a bare BDF), with the driver chosen by the device's class code (NVMe:
-// 01:08:02; virtio-blk later).
+// (vfio:BDF, uio:BDF, a bare BDF), with the driver chosen by the registry
+// (include/ring3/block/registry.hpp) from the device's vendor, device and class: NVMe by class
+// 01:08:02, virtio-blk by 1af4:1042. Implemented in ring3_block_drivers
+// (src/drivers/block_registry), which holds the explicit list.
 #pragma once
 
 #include <memory>
+#include <span>
 #include <string_view>
 
 #include "ring3/block/block_device.hpp"
@@ -28,5 +31,9 @@ struct OpenBlockOptions {
 
 std::unique_ptr<BlockDevice> open_block_device(std::string_view spec,
                                                const OpenBlockOptions& options = {});
+
+struct DriverEntry;
+// Every block driver ring3 has, in the order they are tried (ring3_block_drivers).
+std::span<const DriverEntry> block_drivers() noexcept;
 
 }  // namespace ring3::block

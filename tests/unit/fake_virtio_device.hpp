@@ -1,0 +1,377 @@
+// A virtio-blk device model over testing::FakeDevice, laid out as QEMU lays out a modern
+// virtio-pci device (VIRTIO 1.2 §4.1.4): MSI-X capability, then the vendor capabilities for the
+// common configuration, ISR, device configuration and notifications, all in BAR4. The common
+// configuration reacts to region writes (queue_select, device_status, feature selects); a
+// notification makes the model serve the queue at once from an in-memory disk, as QEMU does
+// under TCG, and raise the queue's MSI-X vector. Used-ring entries can be corrupted on demand.
+#pragma once
+
+#include <cstring>
+#include <vector>
+
+#include "fake_device.hpp"
+#include "ring3/virtio/registers.hpp"
+#include "ring3/virtio/spec.hpp"
+
+namespace ring3::virtio::testing {
+
+struct FakeVirtioBlkOptions {
+    std::uint64_t features = bit(feature::version_1) | bit(feature::access_platform) |
+                             bit(feature::event_idx) | bit(feature::ring_packed) |
+                             bit(blk_feature::seg_max) | bit(blk_feature::blk_size) |
+                             bit(blk_feature::flush);
+    std::uint16_t queues = 1;
+    std::uint16_t queue_size = 256;
+    std::uint64_t capacity = 2048;  // sectors
+    std::uint32_t block_size = 512;
+    std::uint32_t seg_max = 126;
+    unsigned msix_vectors = 2;
+    bool mappable = false;
+    bool legacy_only = false;  // no virtio capabilities (disable-modern=on)
+    unsigned reset_reads = 0;  // device_status reads before a reset shows 0
+    bool reject_features = false;
+};
+
+class FakeVirtioBlk {
+  public:
+    static constexpr unsigned kBar = 4;
+    static constexpr std::uint32_t kCommon = 0x0000;
+    static constexpr std::uint32_t kIsr = 0x1000;
+    static constexpr std::uint32_t kDeviceCfg = 0x2000;
+    static constexpr std::uint32_t kNotify = 0x3000;
+    static constexpr std::uint32_t kNotifyMultiplier = 4;
+
+    using Options = FakeVirtioBlkOptions;
+
+    explicit FakeVirtioBlk(const Options& options = Options()) : options_(options) {
+        disk_.resize(options.capacity * kSectorSize);
+        auto& d = device;
+        d.set_ids(kVendorId,
+                  options.legacy_only ? kBlockTransitionalDeviceId : kBlockModernDeviceId,
+                  0x010000);
+        // MSI-X (PCI 3.0 §6.8.2): message control = table size - 1, table and PBA in BAR1.
+        const std::uint16_t control = static_cast<std::uint16_t>(options.msix_vectors - 1);
+        const std::uint8_t msix[10] = {static_cast<std::uint8_t>(control),
+                                       static_cast<std::uint8_t>(control >> 8),
+                                       1,
+                                       0,
+                                       0,
+                                       0,
+                                       1,
+                                       8,
+                                       0,
+                                       0};
+        d.add_capability(0x11, msix);
+        d.set_irq_count(IrqKind::msix, options.msix_vectors);
+        d.set_irq_count(IrqKind::intx, 1);
+        d.add_bar(1, 0x1000, true);
+        d.add_bar(kBar, 0x4000, options.mappable);
+        if (!options.legacy_only) {
+            add_cap(pci_cap_type::common_cfg, kCommon, 0x1000);
+            add_cap(pci_cap_type::isr_cfg, kIsr, 0x1000);
+            add_cap(pci_cap_type::device_cfg, kDeviceCfg, 0x1000);
+            add_cap(pci_cap_type::notify_cfg, kNotify, 0x1000, kNotifyMultiplier);
+        }
+        queues_.resize(options.queues);
+        reset_model();
+        d.on_write(kBar, [this](std::uint64_t offset, unsigned, std::uint64_t value) {
+            written(offset, value);
+        });
+        d.on_read(kBar, [this](std::uint64_t offset, unsigned) -> std::optional<std::uint64_t> {
+            if (offset == kCommon + reg::DeviceStatus::offset && reset_left_ > 0) {
+                --reset_left_;
+                return 0x01;  // still resetting
+            }
+            return std::nullopt;
+        });
+        // Device configuration (§5.2.4).
+        put32(kDeviceCfg + 0, static_cast<std::uint32_t>(options.capacity));
+        put32(kDeviceCfg + 4, static_cast<std::uint32_t>(options.capacity >> 32));
+        put32(kDeviceCfg + reg::blk::SegMax::offset, options.seg_max);
+        put32(kDeviceCfg + reg::blk::BlkSize::offset, options.block_size);
+        device.poke<std::uint16_t>(kBar, kDeviceCfg + reg::blk::NumQueues::offset, options.queues);
+    }
+
+    struct Queue {
+        std::uint16_t size = 0;
+        std::uint16_t vector = kNoVector;
+        std::uint16_t enable = 0;
+        std::uint64_t desc = 0, driver = 0, device = 0;
+        std::uint16_t last_avail = 0;
+        std::uint16_t used_idx = 0;
+        unsigned notifies = 0;
+    };
+
+    // The device; take() hands ownership to a driver (the model keeps using it: destroy the
+    // driver before the model).
+    std::unique_ptr<ring3::testing::FakeDevice> owned =
+        std::make_unique<ring3::testing::FakeDevice>("fake:virtio-blk");
+    ring3::testing::FakeDevice& device = *owned;
+    std::unique_ptr<Device> take() { return std::move(owned); }
+    std::vector<std::byte> disk_;
+    bool serve = true;  // serve a queue when notified
+    bool raise_interrupts = true;
+    // Corruption of the next used entry: id and/or length replaced.
+    std::optional<std::uint32_t> next_used_id;
+    std::optional<std::uint32_t> next_used_len;
+    std::optional<std::uint16_t> used_idx_jump;  // added to used idx once
+    std::uint64_t driver_features = 0;
+    std::vector<Queue>& queues() { return queues_; }
+    std::uint8_t status() {
+        return device.peek<std::uint8_t>(kBar, kCommon + reg::DeviceStatus::offset);
+    }
+    unsigned interrupts_raised = 0;
+    unsigned indirect_chains = 0;
+    std::vector<std::uint8_t>
+        status_writes;  // kept by the model: readable after the device is gone
+
+    // Serves queue `index`: every available chain is executed against the disk.
+    void serve_queue(std::uint16_t index) {
+        Queue& q = queues_[index];
+        auto& dma = device.dma();
+        auto* avail = reinterpret_cast<std::uint16_t*>(dma.dma(q.driver, avail_ring_bytes(q.size)));
+        auto* used = dma.dma(q.device, used_ring_bytes(q.size));
+        auto* table = reinterpret_cast<Descriptor*>(dma.dma(q.desc, sizeof(Descriptor) * q.size));
+        if (avail == nullptr || used == nullptr || table == nullptr) {
+            return;
+        }
+        const std::uint16_t avail_idx = avail[1];
+        const std::uint16_t old_used = q.used_idx;
+        while (q.last_avail != avail_idx) {
+            const std::uint16_t head = avail[2 + (q.last_avail % q.size)];
+            ++q.last_avail;
+            const std::uint32_t written = execute(table, q.size, head);
+            auto* ring = reinterpret_cast<UsedElement*>(used + 4);
+            UsedElement& e = ring[q.used_idx % q.size];
+            e.id = next_used_id ? *next_used_id : head;
+            e.len = next_used_len ? *next_used_len : written;
+            next_used_id.reset();
+            next_used_len.reset();
+            ++q.used_idx;
+        }
+        if (used_idx_jump) {
+            q.used_idx = static_cast<std::uint16_t>(q.used_idx + *used_idx_jump);
+            used_idx_jump.reset();
+        }
+        reinterpret_cast<std::uint16_t*>(used)[1] = q.used_idx;
+        // avail_event (§2.7.10): tell us about every new chain.
+        reinterpret_cast<std::uint16_t*>(used + 4 + sizeof(UsedElement) * q.size)[0] = q.last_avail;
+        const bool event_idx = (driver_features & bit(feature::event_idx)) != 0;
+        const std::uint16_t used_event = avail[2 + q.size];
+        const bool wanted = event_idx ? need_event(used_event, q.used_idx, old_used)
+                                      : (avail[0] & kAvailNoInterrupt) == 0;
+        if (raise_interrupts && wanted && q.vector != kNoVector && q.used_idx != old_used) {
+            device.raise(IrqKind::msix, q.vector);
+            ++interrupts_raised;
+        }
+    }
+
+  private:
+    void add_cap(std::uint8_t type, std::uint32_t offset, std::uint32_t length,
+                 std::optional<std::uint32_t> multiplier = std::nullopt) {
+        std::vector<std::uint8_t> body(multiplier ? 18 : 14, 0);
+        body[0] = static_cast<std::uint8_t>(body.size() + 2);  // cap_len
+        body[1] = type;
+        body[2] = kBar;
+        std::memcpy(&body[6], &offset, 4);
+        std::memcpy(&body[10], &length, 4);
+        if (multiplier) {
+            std::memcpy(&body[14], &*multiplier, 4);
+        }
+        device.add_capability(0x09, body);
+    }
+    void put16(std::uint64_t at, std::uint16_t v) { device.poke(kBar, at, v); }
+    void put32(std::uint64_t at, std::uint32_t v) { device.poke(kBar, at, v); }
+    void reset_model() {
+        for (std::size_t i = 0; i < queues_.size(); ++i) {
+            queues_[i] = Queue{};
+        }
+        driver_features = 0;
+        put16(kCommon + reg::NumQueues::offset, options_.queues);
+        put16(kCommon + reg::ConfigMsixVector::offset, kNoVector);
+        select(0);
+    }
+    void select(std::uint16_t index) {
+        put16(kCommon + reg::QueueSelect::offset, index);
+        if (index >= queues_.size()) {
+            put16(kCommon + reg::QueueSize::offset, 0);
+            return;
+        }
+        const Queue& q = queues_[index];
+        put16(kCommon + reg::QueueSize::offset, q.size == 0 ? options_.queue_size : q.size);
+        put16(kCommon + reg::QueueMsixVector::offset, q.vector);
+        put16(kCommon + reg::QueueEnable::offset, q.enable);
+        put16(kCommon + reg::QueueNotifyOff::offset, index);
+    }
+    void written(std::uint64_t offset, std::uint64_t value) {
+        if (offset >= kNotify && offset < kNotify + 0x1000) {
+            const auto index = static_cast<std::uint16_t>(value);
+            if (index < queues_.size()) {
+                ++queues_[index].notifies;
+                if (serve) {
+                    serve_queue(index);
+                }
+            }
+            return;
+        }
+        const std::uint16_t sel =
+            device.peek<std::uint16_t>(kBar, kCommon + reg::QueueSelect::offset);
+        Queue* q = sel < queues_.size() ? &queues_[sel] : nullptr;
+        switch (offset) {
+            case reg::DeviceFeatureSelect::offset: {
+                const auto s = static_cast<std::uint32_t>(value);
+                put32(kCommon + reg::DeviceFeature::offset,
+                      s == 0   ? static_cast<std::uint32_t>(options_.features)
+                      : s == 1 ? static_cast<std::uint32_t>(options_.features >> 32)
+                               : 0);
+                break;
+            }
+            case reg::DriverFeature::offset: {
+                const auto s =
+                    device.peek<std::uint32_t>(kBar, kCommon + reg::DriverFeatureSelect::offset);
+                if (s < 2) {
+                    const unsigned shift = 32 * s;
+                    driver_features =
+                        (driver_features & ~(0xffffffffull << shift)) | (value << shift);
+                }
+                break;
+            }
+            case reg::DeviceStatus::offset:
+                status_writes.push_back(static_cast<std::uint8_t>(value));
+                if (value == 0) {
+                    reset_left_ = options_.reset_reads;
+                    reset_model();
+                } else if ((value & status::features_ok) != 0 &&
+                           (options_.reject_features ||
+                            (driver_features & ~options_.features) != 0 ||
+                            (driver_features & bit(feature::version_1)) == 0)) {
+                    device.poke<std::uint8_t>(
+                        kBar, kCommon + reg::DeviceStatus::offset,
+                        static_cast<std::uint8_t>(value & ~status::features_ok));
+                }
+                break;
+            case reg::ConfigMsixVector::offset:
+                if (value >= options_.msix_vectors) {
+                    put16(kCommon + reg::ConfigMsixVector::offset, kNoVector);
+                }
+                break;
+            case reg::QueueSelect::offset:
+                select(static_cast<std::uint16_t>(value));
+                break;
+            case reg::QueueSize::offset:
+                if (q)
+                    q->size = static_cast<std::uint16_t>(value);
+                break;
+            case reg::QueueMsixVector::offset:
+                if (q) {
+                    q->vector = value < options_.msix_vectors ? static_cast<std::uint16_t>(value)
+                                                              : kNoVector;
+                    put16(kCommon + reg::QueueMsixVector::offset, q->vector);
+                }
+                break;
+            case reg::QueueEnable::offset:
+                if (q)
+                    q->enable = static_cast<std::uint16_t>(value);
+                break;
+            case reg::QueueDescLow::offset:
+            case reg::QueueDescHigh::offset:
+                if (q)
+                    set_half(q->desc, offset - reg::QueueDescLow::offset, value);
+                break;
+            case reg::QueueDriverLow::offset:
+            case reg::QueueDriverHigh::offset:
+                if (q)
+                    set_half(q->driver, offset - reg::QueueDriverLow::offset, value);
+                break;
+            case reg::QueueDeviceLow::offset:
+            case reg::QueueDeviceHigh::offset:
+                if (q)
+                    set_half(q->device, offset - reg::QueueDeviceLow::offset, value);
+                break;
+            default:
+                break;
+        }
+    }
+    static void set_half(std::uint64_t& field, std::uint64_t which, std::uint64_t value) {
+        const unsigned shift = which == 0 ? 0 : 32;
+        field = (field & ~(0xffffffffull << shift)) | ((value & 0xffffffffull) << shift);
+    }
+    // Runs one chain: header, data, status (§5.2.6). Returns the bytes written to the driver.
+    std::uint32_t execute(Descriptor* table, std::uint16_t size, std::uint16_t head) {
+        auto& dma = device.dma();
+        chain_.clear();  // capacity kept: serving a queue allocates nothing after the first
+        auto& chain = chain_;
+        Descriptor* walk = table;
+        std::uint16_t limit = size;
+        std::uint16_t first = head;
+        if ((table[head].flags & desc_flag::indirect) != 0) {  // §2.7.5.3
+            walk = reinterpret_cast<Descriptor*>(dma.dma(table[head].addr, table[head].len));
+            if (walk == nullptr) {
+                return 0;
+            }
+            limit = static_cast<std::uint16_t>(table[head].len / sizeof(Descriptor));
+            first = 0;
+            ++indirect_chains;
+        }
+        for (std::uint16_t id = first, n = 0; n < limit && id < limit; ++n) {
+            chain.push_back(walk[id]);
+            if ((walk[id].flags & desc_flag::next) == 0) {
+                break;
+            }
+            id = walk[id].next;
+        }
+        if (chain.size() < 2)
+            return 0;
+        auto* header =
+            reinterpret_cast<BlkRequestHeader*>(dma.dma(chain[0].addr, sizeof(BlkRequestHeader)));
+        auto* status_byte = reinterpret_cast<std::uint8_t*>(dma.dma(chain.back().addr, 1));
+        if (header == nullptr || status_byte == nullptr)
+            return 0;
+        std::uint32_t written = 1;
+        std::uint64_t at = header->sector * kSectorSize;
+        std::uint8_t result = blk_status::ok;
+        for (std::size_t i = 1; i + 1 < chain.size(); ++i) {
+            const Descriptor& d = chain[i];
+            std::byte* data = dma.dma(d.addr, d.len);
+            if (data == nullptr) {
+                result = blk_status::ioerr;
+                break;
+            }
+            if (header->type == blk_type::in || header->type == blk_type::out) {
+                if (at + d.len > disk_.size()) {
+                    result = blk_status::ioerr;
+                    break;
+                }
+                if (header->type == blk_type::in) {
+                    std::memcpy(data, disk_.data() + at, d.len);
+                    written += d.len;
+                } else {
+                    std::memcpy(disk_.data() + at, data, d.len);
+                }
+                at += d.len;
+            } else if (header->type == blk_type::write_zeroes ||
+                       header->type == blk_type::discard) {
+                BlkDiscardWriteZeroes range;
+                std::memcpy(&range, data, sizeof range);
+                if (header->type == blk_type::write_zeroes) {
+                    std::memset(disk_.data() + range.sector * kSectorSize, 0,
+                                std::uint64_t{range.num_sectors} * kSectorSize);
+                }
+            }
+        }
+        if (header->type != blk_type::in && header->type != blk_type::out &&
+            header->type != blk_type::flush && header->type != blk_type::write_zeroes &&
+            header->type != blk_type::discard) {
+            result = blk_status::unsupp;
+        }
+        *status_byte = result;
+        return written;
+    }
+
+    Options options_;
+    std::vector<Descriptor> chain_;
+    std::vector<Queue> queues_;
+    unsigned reset_left_ = 0;
+};
+
+}  // namespace ring3::virtio::testing
