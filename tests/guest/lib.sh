@@ -248,6 +248,8 @@ perf_blk_msix() {
   [ "$grown" -ge "$min" ] ||
     fail "$name: $grown vfio-msix vector(s) of $bdf counted up during the run, expected $min"
   echo "ok: $grown vfio-msix vector(s) of $bdf counted up during the run"
+}
+
 # namespace_field NSID FIELD: FIELD's value in the "namespace NSID" paragraph of the
 # `ring3 nvme identify` output in $OUT.
 namespace_field() {
