@@ -15,6 +15,7 @@
 #include "ring3/core/timeline.hpp"
 #include "ring3/device/device.hpp"
 #include "ring3/dma/pool.hpp"
+#include "ring3/virtio/session.hpp"
 #include "ring3/virtio/transport.hpp"
 #include "ring3/virtio/virtqueue.hpp"
 
@@ -112,36 +113,32 @@ class BlkDevice final : public block::BlockDevice {
     block::Geometry geometry() const override;
     block::Queue& open_queue(unsigned index, unsigned depth = 0,
                              irq::WaitMode mode = irq::WaitMode::poll) override;
-    dma::DmaPool& dma_pool() override { return *pool_; }
+    dma::DmaPool& dma_pool() override { return session_->pool(); }
 
-    PciTransport& transport() noexcept { return *transport_; }
+    PciTransport& transport() noexcept { return session_->transport(); }
     const BlkConfig& config() const noexcept { return config_; }
     std::uint32_t max_transfer() const noexcept { return max_transfer_; }
     std::uint32_t max_data_segments() const noexcept { return max_segments_; }
     std::uint64_t segment_limit() const noexcept { return segment_limit_; }
-    bool indirect() const noexcept { return transport_->has(feature::indirect_desc); }
-    dma::DmaArena& arena() noexcept { return *arena_; }
-    std::size_t space_index() const noexcept { return space_index_; }
-    const std::vector<irq::Interrupt>& interrupts() const noexcept { return interrupts_; }
+    bool indirect() const noexcept { return session_->has(feature::indirect_desc); }
+    dma::DmaArena& arena() noexcept { return session_->arena(); }
+    std::size_t space_index() const noexcept { return session_->space_index(); }
+    const std::vector<irq::Interrupt>& interrupts() const noexcept {
+        return session_->interrupts();
+    }
 
   private:
-    void start();
+    void start(std::unique_ptr<Device> device);
     void stop() noexcept;
 
-    std::unique_ptr<Device> device_;
     BlkOptions options_;
-    std::vector<irq::Interrupt> interrupts_;
-    std::unique_ptr<PciTransport> transport_;
-    std::unique_ptr<dma::DmaArena> arena_;
-    std::size_t space_index_ = 0;
-    std::unique_ptr<dma::DmaPool> pool_;
+    std::unique_ptr<Session> session_;  // outlives the queues (their rings are in its pool)
     BlkConfig config_;
     std::uint32_t max_transfer_ = 0;
     std::uint32_t max_segments_ = 0;   // data descriptors per chain
     std::uint64_t segment_limit_ = 0;  // bytes per data descriptor
     std::uint16_t ring_size_ = 0;
     std::vector<std::unique_ptr<BlkQueue>> queues_;
-    bool bus_master_ = false;
 };
 
 // The block-face factory the driver registry calls (vendor 1af4, device 1042; and 1001, the

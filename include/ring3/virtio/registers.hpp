@@ -75,4 +75,16 @@ struct WriteZeroesMayUnmap : mmio::Register<0x38, std::uint8_t> {};
 inline constexpr std::size_t kConfigSizeBasic = 0x18;  // through blk_size
 }  // namespace blk
 
+// VIRTIO 1.2 §5.1.4: virtio-net device configuration layout (struct virtio_net_config). Each field
+// exists with its feature: mac (MAC), status (STATUS), max_virtqueue_pairs (MQ), mtu (MTU),
+// speed and duplex (SPEED_DUPLEX).
+namespace net {
+inline constexpr std::size_t kMacOffset = 0x00;  // 6 bytes, read byte by byte
+struct Status : mmio::Register<0x06, std::uint16_t> {};
+struct MaxVirtqueuePairs : mmio::Register<0x08, std::uint16_t> {};
+struct Mtu : mmio::Register<0x0a, std::uint16_t> {};
+struct Speed : mmio::Register<0x0c, std::uint32_t> {};  // Mbit/s; 0xffffffff: unknown
+struct Duplex : mmio::Register<0x10, std::uint8_t> {};  // 1 full, 0 half, 0xff unknown
+}  // namespace net
+
 }  // namespace ring3::virtio::reg

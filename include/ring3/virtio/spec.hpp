@@ -12,8 +12,11 @@ namespace ring3::virtio {
 // a transitional one's 0x1000..0x103f.
 inline constexpr std::uint16_t kVendorId = 0x1af4;
 inline constexpr std::uint16_t kModernDeviceIdBase = 0x1040;
+inline constexpr std::uint16_t kDeviceTypeNet = 1;    // §5: device ID 1, network card
 inline constexpr std::uint16_t kDeviceTypeBlock = 2;  // §5: device ID 2, block device
+inline constexpr std::uint16_t kNetModernDeviceId = kModernDeviceIdBase + kDeviceTypeNet;
 inline constexpr std::uint16_t kBlockModernDeviceId = kModernDeviceIdBase + kDeviceTypeBlock;
+inline constexpr std::uint16_t kNetTransitionalDeviceId = 0x1000;    // §4.1.2.3
 inline constexpr std::uint16_t kBlockTransitionalDeviceId = 0x1001;  // §4.1.2.3
 
 // VIRTIO 1.2 §2.1: device status field.
@@ -174,5 +177,68 @@ struct BlkDiscardWriteZeroes {
     std::uint32_t flags;  // bit 0: unmap (write zeroes only)
 };
 static_assert(sizeof(BlkDiscardWriteZeroes) == 16);
+
+// ---- virtio-net (VIRTIO 1.2 §5.1)
+// ------------------------------------------------------------------
+
+// §5.1.3: feature bits (the ones ring3 names; offloads it never negotiates are listed for logs).
+namespace net_feature {
+inline constexpr unsigned csum = 0;
+inline constexpr unsigned guest_csum = 1;
+inline constexpr unsigned ctrl_guest_offloads = 2;
+inline constexpr unsigned mtu = 3;
+inline constexpr unsigned mac = 5;
+inline constexpr unsigned guest_tso4 = 7;
+inline constexpr unsigned guest_tso6 = 8;
+inline constexpr unsigned guest_ecn = 9;
+inline constexpr unsigned guest_ufo = 10;
+inline constexpr unsigned host_tso4 = 11;
+inline constexpr unsigned host_tso6 = 12;
+inline constexpr unsigned host_ecn = 13;
+inline constexpr unsigned host_ufo = 14;
+inline constexpr unsigned mrg_rxbuf = 15;
+inline constexpr unsigned status = 16;
+inline constexpr unsigned ctrl_vq = 17;
+inline constexpr unsigned ctrl_rx = 18;
+inline constexpr unsigned ctrl_vlan = 19;
+inline constexpr unsigned guest_announce = 21;
+inline constexpr unsigned mq = 22;
+inline constexpr unsigned ctrl_mac_addr = 23;
+inline constexpr unsigned rss = 60;
+inline constexpr unsigned speed_duplex = 63;
+}  // namespace net_feature
+
+// §5.1.4: the `status` field of the configuration.
+inline constexpr std::uint16_t kNetStatusLinkUp = 1;
+// §5.1.4: max_virtqueue_pairs lies in 1..0x8000 (VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MIN..MAX).
+inline constexpr std::uint16_t kNetMaxQueuePairs = 0x8000;
+
+// §5.1.6: every frame is preceded by this header (its 12-byte form: with VIRTIO_F_VERSION_1
+// num_buffers is always there). ring3 asks for no offload, so a transmitted header is all zeros
+// and a received one is not needed.
+struct NetHeader {
+    std::uint8_t flags;
+    std::uint8_t gso_type;
+    std::uint16_t hdr_len;
+    std::uint16_t gso_size;
+    std::uint16_t csum_start;
+    std::uint16_t csum_offset;
+    std::uint16_t num_buffers;
+};
+static_assert(sizeof(NetHeader) == 12);
+
+// §5.1.6.5: a control queue command is this header, the command's data (device-readable), and
+// one ack byte the device writes.
+struct NetControlHeader {
+    std::uint8_t class_;
+    std::uint8_t command;
+};
+static_assert(sizeof(NetControlHeader) == 2);
+namespace net_ctrl {
+inline constexpr std::uint8_t ok = 0;  // ack values (§5.1.6.5)
+inline constexpr std::uint8_t err = 1;
+inline constexpr std::uint8_t class_mq = 4;         // §5.1.6.5.5
+inline constexpr std::uint8_t mq_vq_pairs_set = 0;  // data: le16 virtqueue_pairs
+}  // namespace net_ctrl
 
 }  // namespace ring3::virtio

@@ -55,14 +55,6 @@ constexpr std::uint32_t kMaxDataSegments = 32;  // data descriptors per chain, a
 // Bytes of one request slot at most: header, range, status, and an indirect table.
 constexpr std::size_t kSlotBound = 64 + sizeof(Descriptor) * (kMaxDataSegments + 2);
 
-std::uint16_t round_down_pow2(std::uint32_t value) {
-    std::uint32_t p = 1;
-    while (p * 2 <= value && p * 2 <= kMaxQueueSize) {
-        p *= 2;
-    }
-    return static_cast<std::uint16_t>(p);
-}
-
 }  // namespace
 
 // ---- BlkQueue
@@ -335,40 +327,28 @@ unsigned BlkQueue::wait(std::chrono::microseconds timeout) {
 // -----------------------------------------------------------------------------------
 
 BlkDevice::BlkDevice(std::unique_ptr<Device> device, const BlkOptions& options)
-    : device_(std::move(device)), options_(options) {
+    : options_(options) {
     try {
-        start();
+        start(std::move(device));
     } catch (...) {
         stop();  // a half-started device is reset and let go, not left running
         throw;
     }
 }
 
-void BlkDevice::start() {
+void BlkDevice::start(std::unique_ptr<Device> device) {
     const BlkOptions& options = options_;
-    transport_ = std::make_unique<PciTransport>(*device_, options.transport);
-    mark(options.timeline, "virtio capabilities");
-    const std::string& name = device_->name();
-
-    if (options.mode != irq::WaitMode::poll) {
-        // Every vector before any queue is set up: VFIO cannot add MSI-X vectors to a live set.
-        // Vector 0: configuration changes; vector i + 1: queue i (§4.1.5.1.2).
-        const unsigned msix = device_->irq_count(IrqKind::msix);
-        if (msix < 2) {
-            throw Error::invalid(
-                fmt::format("open virtio-blk in {} mode", to_string(options.mode)), name,
-                fmt::format("the device offers {} MSI-X vector(s) through this backend; "
-                            "interrupt mode needs at least 2 (use --mode poll)",
-                            msix),
-                ENOTSUP);
-        }
-        interrupts_ = device_->enable_irqs(IrqKind::msix, std::min(msix, options.queues + 1));
-    }
-
-    arena_ = dma::DmaArena::create(options.arena);
-    space_index_ = arena_->attach(device_->iova_space());
-    pool_ = std::make_unique<dma::DmaPool>(*arena_, space_index_);
-    mark(options.timeline, "DMA arena");
+    SessionOptions session;
+    session.driver = "virtio-blk";
+    session.mode = options.mode;
+    session.vectors = options.queues + 1;
+    session.arena = options.arena;
+    session.transport = options.transport;
+    session.timeline = options.timeline;
+    session_ = std::make_unique<Session>(std::move(device), session);
+    PciTransport& transport = session_->transport();
+    const std::string name = session_->name();
+    dma::DmaArena& arena = session_->arena();
 
     Initializer::Features features;
     features.required = bit(feature::version_1);
@@ -380,59 +360,49 @@ void BlkDevice::start() {
         bit(blk_feature::flush) | bit(blk_feature::ro) | bit(blk_feature::config_wce) |
         bit(blk_feature::mq) | bit(blk_feature::discard) | bit(blk_feature::write_zeroes);
     features.device_bit_name = &blk_feature_name;
-    transport_->negotiate(features);
-    mark(options.timeline, "virtio reset and feature negotiation");
+    session_->start(features);
 
     // §5.2.4: the configuration, consistent by config_generation.
-    transport_->read_device_config([&](mmio::RegisterIo& cfg) {
+    transport.read_device_config([&](mmio::RegisterIo& cfg) {
         const auto need = [&](std::size_t end) {
-            if (cfg.size() < end) {
-                throw Error::invalid("read virtio-blk configuration", name,
-                                     fmt::format("the device configuration is {} bytes, {} "
-                                                 "needed for the negotiated features",
-                                                 cfg.size(), end),
-                                     EIO);
-            }
+            session_->need_config(end, "the negotiated features");
         };
         need(8);
         BlkConfig c;
         c.capacity = std::uint64_t{cfg.read<reg::blk::CapacityHigh>().raw()} << 32 |
                      cfg.read<reg::blk::CapacityLow>().raw();
-        if (transport_->has(blk_feature::size_max)) {
+        if (session_->has(blk_feature::size_max)) {
             need(reg::blk::SizeMax::offset + 4);
             c.size_max = cfg.read<reg::blk::SizeMax>().raw();
         }
-        if (transport_->has(blk_feature::seg_max)) {
+        if (session_->has(blk_feature::seg_max)) {
             need(reg::blk::SegMax::offset + 4);
             c.seg_max = cfg.read<reg::blk::SegMax>().raw();
         }
-        if (transport_->has(blk_feature::blk_size)) {
+        if (session_->has(blk_feature::blk_size)) {
             need(reg::blk::BlkSize::offset + 4);
             c.block_size = cfg.read<reg::blk::BlkSize>().raw();
         }
-        if (transport_->has(blk_feature::config_wce)) {
+        if (session_->has(blk_feature::config_wce)) {
             need(reg::blk::Writeback::offset + 1);
             c.writeback = cfg.read<reg::blk::Writeback>().raw() != 0;
         }
-        if (transport_->has(blk_feature::mq)) {
+        if (session_->has(blk_feature::mq)) {
             need(reg::blk::NumQueues::offset + 2);
             c.num_queues = cfg.read<reg::blk::NumQueues>().raw();
         }
-        if (transport_->has(blk_feature::discard)) {
+        if (session_->has(blk_feature::discard)) {
             need(reg::blk::MaxDiscardSectors::offset + 4);
             c.max_discard_sectors = cfg.read<reg::blk::MaxDiscardSectors>().raw();
         }
-        if (transport_->has(blk_feature::write_zeroes)) {
+        if (session_->has(blk_feature::write_zeroes)) {
             need(reg::blk::MaxWriteZeroesSectors::offset + 4);
             c.max_write_zeroes_sectors = cfg.read<reg::blk::MaxWriteZeroesSectors>().raw();
         }
         config_ = c;
     });
     // Device values are checked before anything is sized by them.
-    const auto refuse = [&](const std::string& why) {
-        transport_->reset();
-        throw Error::invalid("open virtio-blk", name, why, EIO);
-    };
+    const auto refuse = [&](const std::string& why) { session_->refuse(why); };
     if (config_.block_size < kSectorSize || config_.block_size > 65536 ||
         (config_.block_size & (config_.block_size - 1)) != 0) {
         refuse(fmt::format("blk_size {} is not a power of two in 512..65536", config_.block_size));
@@ -442,36 +412,31 @@ void BlkDevice::start() {
         refuse(fmt::format("capacity is {} sectors: no block of {} bytes", config_.capacity,
                            config_.block_size));
     }
-    if (transport_->has(blk_feature::mq) && config_.num_queues == 0) {
+    if (session_->has(blk_feature::mq) && config_.num_queues == 0) {
         refuse("VIRTIO_BLK_F_MQ with num_queues 0");
     }
-    if (transport_->has(blk_feature::seg_max) && config_.seg_max == 0) {
+    if (session_->has(blk_feature::seg_max) && config_.seg_max == 0) {
         refuse("VIRTIO_BLK_F_SEG_MAX with seg_max 0");
     }
-    if (config_.max_discard_sectors == 0 && transport_->has(blk_feature::discard)) {
+    if (config_.max_discard_sectors == 0 && session_->has(blk_feature::discard)) {
         config_.max_discard_sectors = 0xffffffffu;  // §5.2.4 says it must be set; assume no limit
     }
-    if (config_.max_write_zeroes_sectors == 0 && transport_->has(blk_feature::write_zeroes)) {
+    if (config_.max_write_zeroes_sectors == 0 && session_->has(blk_feature::write_zeroes)) {
         config_.max_write_zeroes_sectors = 0xffffffffu;
     }
 
     // Queues: one per block::Queue (§5.2.2: requestq1..N with VIRTIO_BLK_F_MQ).
     const unsigned available = std::min<unsigned>(
-        transport_->has(blk_feature::mq) ? config_.num_queues : 1u, transport_->num_queues());
+        session_->has(blk_feature::mq) ? config_.num_queues : 1u, transport.num_queues());
     if (available == 0) {
         refuse("the device has no virtqueue (num_queues 0)");
     }
     const unsigned count = std::clamp(options.queues, 1u, available);
-    device_->set_bus_master(true);
-    bus_master_ = true;
-    if (!interrupts_.empty()) {
-        transport_->set_config_vector(0);
-    }
     std::uint16_t smallest = kMaxQueueSize;
     std::vector<std::unique_ptr<SplitQueue>> rings;
     for (unsigned i = 0; i < count; ++i) {
         const auto index = static_cast<std::uint16_t>(i);
-        const std::uint16_t max = transport_->max_queue_size(index);  // throws on 0
+        const std::uint16_t max = transport.max_queue_size(index);  // throws on 0
         std::uint16_t size = round_down_pow2(
             std::min<std::uint32_t>(max, std::max<std::uint16_t>(options.max_queue_size, 4)));
         if (size < 4) {
@@ -480,39 +445,26 @@ void BlkDevice::start() {
         }
         // Each request slot (header, status, indirect table) must fit with the others in one
         // contiguous piece of the arena (a chunk, or less with small chunks).
-        while (size > 4 && std::size_t{size} * kSlotBound > arena_->max_contiguous()) {
+        while (size > 4 && std::size_t{size} * kSlotBound > arena.max_contiguous()) {
             size = static_cast<std::uint16_t>(size / 2);
         }
         smallest = std::min(smallest, size);
-        auto ring = std::make_unique<SplitQueue>(
-            *pool_, index, size, transport_->has(feature::event_idx), transport_->notify(), 0);
-        PciTransport::QueueSetup setup;
-        setup.index = index;
-        setup.size = size;
-        setup.desc = ring->desc_iova();
-        setup.driver = ring->avail_iova();
-        setup.device = ring->used_iova();
-        if (!interrupts_.empty()) {
-            const auto vectors = static_cast<unsigned>(interrupts_.size());
-            setup.msix_vector = static_cast<std::uint16_t>(1 + i % (vectors - 1));
-        }
-        ring->set_notify_offset(transport_->setup_queue(setup));
-        rings.push_back(std::move(ring));
+        rings.push_back(session_->create_queue(index, size, session_->vector_for(i)));
     }
     ring_size_ = smallest;
 
     // Transfer limits: data descriptors per chain (seg_max, the ring less header and status)
     // and bytes per descriptor (size_max, and the arena's granule where addresses may jump).
     max_segments_ = std::min<std::uint32_t>(ring_size_ - 2u, kMaxDataSegments);
-    if (transport_->has(blk_feature::seg_max)) {
+    if (session_->has(blk_feature::seg_max)) {
         max_segments_ = std::min(max_segments_, config_.seg_max);
     }
     segment_limit_ = 0xfffff000u;
-    if (transport_->has(blk_feature::size_max) && config_.size_max != 0) {
+    if (session_->has(blk_feature::size_max) && config_.size_max != 0) {
         segment_limit_ = config_.size_max;
     }
     const std::uint64_t per_segment =
-        std::min<std::uint64_t>(segment_limit_, arena_->granule(space_index_));
+        std::min<std::uint64_t>(segment_limit_, arena.granule(session_->space_index()));
     // A part that does not start on a segment boundary may need one descriptor more.
     const std::uint64_t reach = max_segments_ > 1 ? (max_segments_ - 1) * per_segment : per_segment;
     std::uint64_t transfer = std::min<std::uint64_t>(options.max_transfer, reach);
@@ -524,15 +476,11 @@ void BlkDevice::start() {
     max_transfer_ = static_cast<std::uint32_t>(transfer);
 
     for (unsigned i = 0; i < count; ++i) {
-        irq::Interrupt* interrupt = nullptr;
-        if (!interrupts_.empty()) {
-            interrupt = &interrupts_[1 + i % (interrupts_.size() - 1)];
-        }
-        queues_.push_back(std::make_unique<BlkQueue>(*this, std::move(rings[i]), interrupt));
+        queues_.push_back(
+            std::make_unique<BlkQueue>(*this, std::move(rings[i]), session_->interrupt_for(i)));
     }
     mark(options.timeline, "virtqueues");
-    transport_->driver_ok();
-    mark(options.timeline, "DRIVER_OK");
+    session_->driver_ok();
     log_info(
         "{}: virtio-blk, {} sectors, {}-byte blocks, {} queue(s) of {} descriptors, max "
         "transfer {} bytes",
@@ -544,36 +492,15 @@ BlkDevice::~BlkDevice() {
 }
 
 void BlkDevice::stop() noexcept {
-    if (transport_) {
-        transport_->reset();  // §4.1.4.3.2: the device stops using the rings
+    if (session_) {
+        session_->reset_device();  // before the rings' memory goes with the queues
     }
     queues_.clear();
-    if (bus_master_) {
-        bus_master_ = false;
-        try {
-            device_->set_bus_master(false);
-        } catch (const std::exception& e) {
-            log_warn("{}: turning bus mastering off: {}", device_->name(), e.what());
-        }
-    }
-    pool_.reset();
-    if (arena_) {
-        arena_->detach(device_->iova_space());
-        arena_.reset();
-    }
-    if (!interrupts_.empty()) {
-        interrupts_.clear();
-        try {
-            device_->disable_irqs(IrqKind::msix);
-        } catch (const std::exception& e) {
-            log_warn("{}", e.what());
-        }
-    }
-    transport_.reset();
+    session_.reset();
 }
 
 std::string BlkDevice::name() const {
-    return device_->name();
+    return session_->name();
 }
 
 block::Geometry BlkDevice::geometry() const {
@@ -584,9 +511,9 @@ block::Geometry BlkDevice::geometry() const {
     g.queue_count = static_cast<std::uint32_t>(queues_.size());
     // A request is one chain: one descriptor with an indirect table, else header, data, status.
     g.max_queue_depth = indirect() ? ring_size_ : std::max(1u, ring_size_ / 3u);
-    g.volatile_write_cache = transport_->has(blk_feature::flush) && config_.writeback;
-    g.write_zeroes = transport_->has(blk_feature::write_zeroes);
-    g.deallocate = transport_->has(blk_feature::discard);
+    g.volatile_write_cache = session_->has(blk_feature::flush) && config_.writeback;
+    g.write_zeroes = session_->has(blk_feature::write_zeroes);
+    g.deallocate = session_->has(blk_feature::discard);
     return g;
 }
 
@@ -595,7 +522,7 @@ block::Queue& BlkDevice::open_queue(unsigned index, unsigned depth, irq::WaitMod
         throw Error::invalid(
             fmt::format("open queue {}", index), name(),
             fmt::format("the device has {} request queue(s){}", queues_.size(),
-                        transport_->has(blk_feature::mq) ? "" : " (no VIRTIO_BLK_F_MQ)"));
+                        session_->has(blk_feature::mq) ? "" : " (no VIRTIO_BLK_F_MQ)"));
     }
     const std::uint32_t max_depth = geometry().max_queue_depth;
     if (depth > max_depth) {
@@ -604,7 +531,7 @@ block::Queue& BlkDevice::open_queue(unsigned index, unsigned depth, irq::WaitMod
                                          "request)",
                                          max_depth, ring_size_, indirect() ? 1 : 3));
     }
-    if (mode != irq::WaitMode::poll && interrupts_.empty()) {
+    if (mode != irq::WaitMode::poll && !session_->has_vectors()) {
         throw Error::invalid(fmt::format("open queue {} in {} mode", index, to_string(mode)),
                              name(), "the device was opened in poll mode (no vectors)");
     }

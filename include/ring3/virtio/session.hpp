@@ -1,0 +1,103 @@
+// What every virtio PCI driver holds while it drives a device, and the bring-up and teardown they
+// share (VIRTIO 1.2 §3.1.1, §4.1.5): the opened Device, its MSI-X vectors (interrupt modes), the
+// transport, a DMA arena attached to the device's IOVA space with a DmaPool over it, bus
+// mastering, and the creation of split virtqueues routed to a vector. virtio-blk and virtio-net
+// each own one Session and add only their device type's part (§5.1, §5.2).
+//
+// Teardown order matters (the device must stop using the rings before their memory goes):
+//   session.reset_device();   // §4.1.4.3.2: writes 0 to device_status, waits until it reads 0
+//   ... destroy the queues (their DmaBuffers come from session.pool()) ...
+//   session.release();        // bus mastering off, arena detached, vectors disabled
+// ~Session() does both steps; a driver whose queues live longer than its Session calls
+// reset_device() first.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ring3/core/timeline.hpp"
+#include "ring3/device/device.hpp"
+#include "ring3/dma/arena.hpp"
+#include "ring3/dma/pool.hpp"
+#include "ring3/irq/interrupt.hpp"
+#include "ring3/virtio/transport.hpp"
+#include "ring3/virtio/virtqueue.hpp"
+
+namespace ring3::virtio {
+
+struct SessionOptions {
+    const char* driver = "virtio";  // "virtio-net", for messages
+    irq::WaitMode mode = irq::WaitMode::poll;
+    // MSI-X vectors wanted in interrupt and adaptive modes: 1 for configuration changes plus
+    // one per queue (or queue pair) that sleeps; fewer are used when the device has fewer.
+    unsigned vectors = 2;
+    dma::ArenaOptions arena;
+    TransportOptions transport;
+    Timeline* timeline = nullptr;
+};
+
+class Session {
+  public:
+    // Finds the virtio structures, enables the vectors (unless poll mode: all at once, VIRTIO
+    // cannot grow a live MSI-X set under VFIO) and creates the DMA arena and pool. Throws
+    // ring3::Error (a device with too few vectors for interrupt mode: ENOTSUP, naming --mode
+    // poll).
+    Session(std::unique_ptr<Device> device, const SessionOptions& options);
+    Session(const Session&) = delete;
+    Session& operator=(const Session&) = delete;
+    ~Session();
+
+    Device& device() noexcept { return *device_; }
+    const Device& device() const noexcept { return *device_; }
+    std::string name() const { return device_->name(); }
+    PciTransport& transport() noexcept { return *transport_; }
+    const PciTransport& transport() const noexcept { return *transport_; }
+    dma::DmaArena& arena() noexcept { return *arena_; }
+    std::size_t space_index() const noexcept { return space_index_; }
+    dma::DmaPool& pool() noexcept { return *pool_; }
+    bool has(unsigned feature_bit) const noexcept { return transport_->has(feature_bit); }
+
+    // Vectors: [0] configuration changes, [1..] queues. Empty in poll mode.
+    std::vector<irq::Interrupt>& interrupts() noexcept { return interrupts_; }
+    bool has_vectors() const noexcept { return !interrupts_.empty(); }
+    // The vector for queue (or pair) `n`, round-robin over 1..size-1; kNoVector in poll mode.
+    std::uint16_t vector_for(unsigned n) const noexcept;
+    irq::Interrupt* interrupt_for(unsigned n) noexcept;
+
+    // Negotiates (§3.1.1 steps 1-6), turns bus mastering on and routes configuration changes
+    // to vector 0 when there are vectors.
+    std::uint64_t start(const Initializer::Features& features);
+    // Creates split virtqueue `index` of `size` entries (a power of two <= the device's
+    // maximum; the caller picks it) and programs it with `vector` (kNoVector: none).
+    std::unique_ptr<SplitQueue> create_queue(std::uint16_t index, std::uint16_t size,
+                                             std::uint16_t vector);
+    // §3.1.1 step 8.
+    void driver_ok();
+
+    // The device-specific configuration must be at least `end` bytes; throws EIO naming `what`.
+    void need_config(std::size_t end, const char* what);
+    // Resets the device and throws EIO: "open <driver>: <why>".
+    [[noreturn]] void refuse(const std::string& why);
+
+    // Teardown (see the top of this file); both are idempotent and noexcept.
+    void reset_device() noexcept;
+    void release() noexcept;
+
+  private:
+    std::unique_ptr<Device> device_;
+    SessionOptions options_;
+    std::vector<irq::Interrupt> interrupts_;
+    std::unique_ptr<PciTransport> transport_;
+    std::unique_ptr<dma::DmaArena> arena_;
+    std::size_t space_index_ = 0;
+    std::unique_ptr<dma::DmaPool> pool_;
+    bool bus_master_ = false;
+    bool reset_ = false;  // reset_device() done: the device is not driven again
+};
+
+// The largest power of two <= min(value, 32768), at least 1.
+std::uint16_t round_down_pow2(std::uint32_t value) noexcept;
+
+}  // namespace ring3::virtio

@@ -1,0 +1,146 @@
+// The part of a virtio PCI driver every device type shares (session.hpp).
+#include "ring3/virtio/session.hpp"
+
+#include <fmt/core.h>
+
+#include <algorithm>
+
+#include "ring3/core/error.hpp"
+#include "ring3/core/log.hpp"
+
+namespace ring3::virtio {
+
+std::uint16_t round_down_pow2(std::uint32_t value) noexcept {
+    std::uint32_t p = 1;
+    while (p * 2 <= value && p * 2 <= kMaxQueueSize) {
+        p *= 2;
+    }
+    return static_cast<std::uint16_t>(p);
+}
+
+Session::Session(std::unique_ptr<Device> device, const SessionOptions& options)
+    : device_(std::move(device)), options_(options) {
+    try {
+        transport_ = std::make_unique<PciTransport>(*device_, options.transport);
+        mark(options.timeline, "virtio capabilities");
+        if (options.mode != irq::WaitMode::poll) {
+            // §4.1.5.1.2: vector 0 for configuration changes, the others for queues.
+            const unsigned msix = device_->irq_count(IrqKind::msix);
+            if (msix < 2) {
+                throw Error::invalid(
+                    fmt::format("open {} in {} mode", options.driver, to_string(options.mode)),
+                    name(),
+                    fmt::format("the device offers {} MSI-X vector(s) through this backend; "
+                                "interrupt mode needs at least 2 (use --mode poll)",
+                                msix),
+                    ENOTSUP);
+            }
+            interrupts_ =
+                device_->enable_irqs(IrqKind::msix, std::min(msix, std::max(2u, options.vectors)));
+        }
+        arena_ = dma::DmaArena::create(options.arena);
+        space_index_ = arena_->attach(device_->iova_space());
+        pool_ = std::make_unique<dma::DmaPool>(*arena_, space_index_);
+        mark(options.timeline, "DMA arena");
+    } catch (...) {
+        release();
+        throw;
+    }
+}
+
+Session::~Session() {
+    reset_device();
+    release();
+}
+
+std::uint16_t Session::vector_for(unsigned n) const noexcept {
+    if (interrupts_.size() < 2) {
+        return kNoVector;
+    }
+    return static_cast<std::uint16_t>(1 + n % (interrupts_.size() - 1));
+}
+
+irq::Interrupt* Session::interrupt_for(unsigned n) noexcept {
+    const std::uint16_t vector = vector_for(n);
+    return vector == kNoVector ? nullptr : &interrupts_[vector];
+}
+
+std::uint64_t Session::start(const Initializer::Features& features) {
+    const std::uint64_t negotiated = transport_->negotiate(features);
+    mark(options_.timeline, "virtio reset and feature negotiation");
+    device_->set_bus_master(true);
+    bus_master_ = true;
+    if (has_vectors()) {
+        transport_->set_config_vector(0);
+    }
+    return negotiated;
+}
+
+std::unique_ptr<SplitQueue> Session::create_queue(std::uint16_t index, std::uint16_t size,
+                                                  std::uint16_t vector) {
+    auto ring = std::make_unique<SplitQueue>(*pool_, index, size, has(feature::event_idx),
+                                             transport_->notify(), 0);
+    PciTransport::QueueSetup setup;
+    setup.index = index;
+    setup.size = size;
+    setup.desc = ring->desc_iova();
+    setup.driver = ring->avail_iova();
+    setup.device = ring->used_iova();
+    setup.msix_vector = vector;
+    ring->set_notify_offset(transport_->setup_queue(setup));
+    return ring;
+}
+
+void Session::driver_ok() {
+    transport_->driver_ok();
+    mark(options_.timeline, "DRIVER_OK");
+}
+
+void Session::need_config(std::size_t end, const char* what) {
+    mmio::RegisterIo& cfg = transport_->device_config();
+    if (cfg.size() < end) {
+        throw Error::invalid(fmt::format("read {} configuration", options_.driver), name(),
+                             fmt::format("the device configuration is {} bytes, {} needed for {}",
+                                         cfg.size(), end, what),
+                             EIO);
+    }
+}
+
+void Session::refuse(const std::string& why) {
+    reset_device();
+    throw Error::invalid(fmt::format("open {}", options_.driver), name(), why, EIO);
+}
+
+void Session::reset_device() noexcept {
+    if (transport_ && !reset_) {
+        reset_ = true;
+        transport_->reset();  // §4.1.4.3.2: the device stops using the rings
+    }
+}
+
+void Session::release() noexcept {
+    if (bus_master_) {
+        bus_master_ = false;
+        try {
+            device_->set_bus_master(false);
+        } catch (const std::exception& e) {
+            log_warn("{}: turning bus mastering off: {}", device_->name(), e.what());
+        }
+    }
+    pool_.reset();
+    if (arena_) {
+        arena_->detach(device_->iova_space());
+        arena_.reset();
+    }
+    if (!interrupts_.empty()) {
+        interrupts_.clear();
+        try {
+            device_->disable_irqs(IrqKind::msix);
+        } catch (const std::exception& e) {
+            log_warn("{}", e.what());
+        }
+    }
+    transport_.reset();
+}
+
+}  // namespace ring3::virtio
