@@ -95,7 +95,15 @@ class Worker {
     void run_tx();
     void run_rx();
     void run_fwd();
-    unsigned forward(Queue& from, Queue& to) noexcept;
+    // Frames received on one side of a forwarder that the other side's ring had no room for
+    // yet: sent first next time, and until they are, nothing more is received from that side.
+    struct Held {
+        std::array<Packet, kMaxBurst> packets{};
+        unsigned first = 0;
+        unsigned count = 0;
+    };
+    unsigned forward(Queue& from, Queue& to, Held& held) noexcept;
+    unsigned send_held(Queue& to, Held& held) noexcept;
     bool stopping(Clock::time_point now) const noexcept;
     bool check_failure(const Queue& queue);
     void count_shared(std::uint64_t n) noexcept;
@@ -119,6 +127,7 @@ class Worker {
     std::string fatal_;
     Clock::time_point finished_{};
     std::array<Packet, kMaxBurst> burst_{};
+    std::array<Held, 2> held_{};  // fwd: a -> b, b -> a
     std::atomic<std::uint64_t> published_packets_{0};
     std::atomic<std::uint64_t> published_bytes_{0};
 };
@@ -254,43 +263,58 @@ void Worker::run_rx() {
     result_.rx = checker_.result();
 }
 
-// Moves one burst from `from` to `to` with the MAC addresses swapped; returns how many arrived.
-unsigned Worker::forward(Queue& from, Queue& to) noexcept {
-    Packet* burst = burst_.data();
-    const unsigned n = from.rx_burst(burst, options_.burst);
-    if (n == 0) {
-        return 0;
-    }
+// Sends what `held` keeps back; returns how many went.
+unsigned Worker::send_held(Queue& to, Held& held) noexcept {
+    Packet* first = held.packets.data() + held.first;
+    const unsigned sent = to.tx_burst(first, held.count);
     std::uint64_t bytes = 0;
-    for (unsigned i = 0; i < n; ++i) {
-        swap_macs(burst[i].data());
-        bytes += burst[i].length;
+    for (unsigned i = 0; i < sent; ++i) {
+        bytes += first[i].length;
     }
-    const unsigned sent = to.tx_burst(burst, n);
-    if (sent < n) {
+    held.first += sent;
+    held.count -= sent;
+    if (held.count != 0) {
         ++result_.refused;
-        for (unsigned i = sent; i < n; ++i) {
-            bytes -= burst[i].length;
-            from.pool().put(burst[i].buffer);  // the pool both queues share
-        }
-        result_.dropped += n - sent;
     }
     result_.packets += sent;
     result_.bytes += bytes;
     if (sent != 0) {
         count_shared(sent);
     }
-    return n;
+    return sent;
+}
+
+// Moves one burst from `from` to `to` with the MAC addresses swapped; returns how many moved.
+// What `to` has no room for is held back, not dropped, and `from` is not read again until it is
+// sent: `from`'s receive ring fills and the device (or the kernel, for TAP) holds or drops the
+// frames behind, as a wire would with a slow receiver.
+unsigned Worker::forward(Queue& from, Queue& to, Held& held) noexcept {
+    if (held.count != 0) {
+        const unsigned sent = send_held(to, held);
+        if (held.count != 0) {
+            return sent;
+        }
+    }
+    const unsigned n = from.rx_burst(held.packets.data(), options_.burst);
+    for (unsigned i = 0; i < n; ++i) {
+        swap_macs(held.packets[i].data());
+    }
+    held.first = 0;
+    held.count = n;
+    return n == 0 ? 0 : send_held(to, held) + 1;  // + 1: frames arrived, even if none left yet
 }
 
 void Worker::run_fwd() {
     Queue& a = queue_;
     Queue& b = *peer_;
     for (;;) {
-        const unsigned moved = forward(a, b) + forward(b, a);
+        const unsigned moved = forward(a, b, held_[0]) + forward(b, a, held_[1]);
         publish();
         if (moved == 0 && !stopping(Clock::now())) {
-            if (a.wait(kReadyRx, kForwardWaitSlice) == kReadyNone) {
+            // Both idle: wait for room where frames are held, else for frames.
+            if (held_[0].count != 0 || held_[1].count != 0) {
+                (held_[0].count != 0 ? b : a).wait(kReadyTx, kForwardWaitSlice);
+            } else if (a.wait(kReadyRx, kForwardWaitSlice) == kReadyNone) {
                 b.wait(kReadyRx, kForwardWaitSlice);
             }
         }
@@ -298,7 +322,15 @@ void Worker::run_fwd() {
             break;
         }
     }
-    // Sent buffers back into the shared pool.
+    // Frames still held at the end never left: dropped. Their buffers go back to the pool both
+    // queues share, with the sent ones.
+    for (Held& held : held_) {
+        for (unsigned i = 0; i < held.count; ++i) {
+            a.pool().put(held.packets[held.first + i].buffer);
+        }
+        result_.dropped += held.count;
+        held.count = 0;
+    }
     a.reclaim();
     b.reclaim();
 }

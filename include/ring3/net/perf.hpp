@@ -9,7 +9,8 @@
 // per packet: the cycle counter's ticks over each worker's whole loop, added up, divided by the
 // packets (core/cycle_clock.hpp). In poll mode that is the CPU's cost per packet; in interrupt
 // mode, and on a receiver that waits for traffic, it includes the time spent waiting.
-// fwd waits on its two queues in turn (100 us each) when neither has frames.
+// fwd holds back what the other side has no room for (nothing is dropped while the run lasts)
+// and waits on its two queues in turn (100 us each) when neither has frames.
 //
 // The steady-state loops allocate nothing; in poll mode they make no system call of their own
 // (the port may: TAP's bursts are read()/write()). Engine files: perf_generator.cpp (frames and
@@ -174,7 +175,7 @@ struct NetQueueResult {
     std::uint64_t packets = 0;  // accepted by tx_burst (tx), frames received (rx), forwarded
     std::uint64_t bytes = 0;
     std::uint64_t refused = 0;  // tx_burst calls that accepted fewer than offered (no room)
-    std::uint64_t dropped = 0;  // fwd: frames received that could not be sent on
+    std::uint64_t dropped = 0;  // fwd: frames received and still held back (no room) at the end
     std::uint64_t cycles = 0;   // cycle-counter ticks of the worker's loop
     RxCheck rx;                 // rx
     QueueStats port;            // the port queue's own counters (fwd: both ports' added up)

@@ -429,8 +429,9 @@ void NetDevice::start(std::unique_ptr<Device> device) {
                                                      session_->interrupt_for(i)));
     }
     session_->driver_ok();
-    if (mq && pairs > 1) {
-        // §5.1.6.5.5: until told, the device uses the first pair only.
+    if (mq) {
+        // §5.1.6.5.5: until told, the device uses the first pair only (said even for one pair:
+        // the device then knows the driver's choice, and the control queue is proven at start).
         const auto count = static_cast<std::uint16_t>(pairs);
         control(net_ctrl::class_mq, net_ctrl::mq_vq_pairs_set, &count, sizeof(count),
                 "set the number of queue pairs (VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET)");
