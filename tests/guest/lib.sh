@@ -257,3 +257,47 @@ namespace_field() {
     /^namespace / { inside = ($0 == ns) }
     inside && index($0, "  " field " ") == 1 { sub("^  " field " +", ""); print; exit }'
 }
+
+# ---- ring3 perf net ------------------------------------------------------------------------------
+
+# json_number KEY FILE: the last value of "KEY":N in a JSON report (the top-level one when the
+# key appears per queue too, as "port" comes after "per_queue").
+json_number() { sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p" "$2"; }
+
+# perf_net NAME ARGS...: ring3 perf net ARGS --json, report emitted as section "perf net NAME".
+perf_net() {
+  local name=$1 rc=0
+  shift
+  echo "+ ring3 perf net $* --json   ['$name']"
+  ring3 perf net "$@" --json >/tmp/perf-net.json 2>/tmp/perf-net.err || rc=$?
+  cat /tmp/perf-net.err
+  cat /tmp/perf-net.json
+  emit "perf net $name" </tmp/perf-net.json
+  return $rc
+}
+# perf_net_start NAME ARGS...: the same in the background ($PERF_PID; its output in files of its
+# own, so several can run at once); perf_net_finish NAME [PID] waits for it, prints and emits its
+# report, and leaves it in /tmp/perf-net.json too.
+perf_net_files() { echo "/tmp/perf-net-$(echo "$1" | tr -c 'A-Za-z0-9\n' '_')"; }
+perf_net_start() {
+  local name=$1 files
+  shift
+  files=$(perf_net_files "$name")
+  echo "+ ring3 perf net $* --json &   ['$name']"
+  ring3 perf net "$@" --json >"$files.json" 2>"$files.err" &
+  PERF_PID=$!
+}
+perf_net_finish() {
+  local rc=0 files
+  files=$(perf_net_files "$1")
+  wait "${2:-$PERF_PID}" || rc=$?
+  cat "$files.err"
+  cat "$files.json"
+  cp "$files.json" /tmp/perf-net.json
+  emit "perf net $1" <"$files.json"
+  return $rc
+}
+# perf_net_wait_running NAME: until the background run NAME printed its first progress line.
+perf_net_wait_running() {
+  wait_for 30 "perf net '$1' running" grep -q '1s\]' "$(perf_net_files "$1").err"
+}

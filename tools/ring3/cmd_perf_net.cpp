@@ -15,6 +15,7 @@
 #include "commands.hpp"
 #include "ring3/block/perf.hpp"
 #include "ring3/core/error.hpp"
+#include "ring3/device/vfio.hpp"
 #include "ring3/net/open.hpp"
 #include "ring3/net/perf.hpp"
 
@@ -122,6 +123,12 @@ void run_net(const NetArguments& a) {
     net::OpenNetOptions open;
     open.queues = a.queues;
     open.mode = options.mode;
+    if (options.direction == net::Direction::fwd && a.device.starts_with("vfio:") &&
+        a.peer.starts_with("vfio:")) {
+        // The peer transmits from the port's buffers: both devices in one VFIO container, so the
+        // port's DMA mappings are the peer's too.
+        open.device.vfio_container = vfio::Container::create(open.device.dev_root);
+    }
     auto port = net::open_net_port(a.device, open);
     std::unique_ptr<net::NetPort> peer;  // destroyed before `port`: it may use port's buffers
     if (options.direction == net::Direction::fwd) {

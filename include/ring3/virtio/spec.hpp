@@ -201,6 +201,7 @@ inline constexpr unsigned status = 16;
 inline constexpr unsigned ctrl_vq = 17;
 inline constexpr unsigned ctrl_rx = 18;
 inline constexpr unsigned ctrl_vlan = 19;
+inline constexpr unsigned ctrl_rx_extra = 20;
 inline constexpr unsigned guest_announce = 21;
 inline constexpr unsigned mq = 22;
 inline constexpr unsigned ctrl_mac_addr = 23;

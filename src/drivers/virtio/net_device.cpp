@@ -53,6 +53,8 @@ const char* net_feature_name(unsigned bit) {
             return "NET_CTRL_RX";
         case net_feature::ctrl_vlan:
             return "NET_CTRL_VLAN";
+        case net_feature::ctrl_rx_extra:
+            return "NET_CTRL_RX_EXTRA";
         case net_feature::guest_announce:
             return "NET_GUEST_ANNOUNCE";
         case net_feature::mq:
