@@ -51,7 +51,7 @@ class SplitQueue {
     std::uint16_t size() const noexcept { return size_; }
     std::uint64_t desc_iova() const noexcept { return desc_.iova(); }
     std::uint64_t avail_iova() const noexcept { return avail_.iova(); }
-    std::uint64_t used_iova() const noexcept { return used_.iova(); }
+    std::uint64_t used_iova() const noexcept { return used_.iova() + (used_base_ - used_.data()); }
     // Where notifications go, once the transport knows (PciTransport::setup_queue's result).
     void set_notify_offset(std::size_t offset) noexcept { notify_offset_ = offset; }
 
@@ -125,7 +125,10 @@ class SplitQueue {
     std::size_t notify_offset_;
     dma::DmaBuffer desc_;
     dma::DmaBuffer avail_;
+    static constexpr std::size_t kPageBytes = 4096;
+    static constexpr std::size_t kUsedSkew = kPageBytes - 4;  // see the constructor
     dma::DmaBuffer used_;
+    std::byte* used_base_ = nullptr;        // the used ring, kUsedSkew (or 0) bytes into used_
     std::vector<std::uint16_t> next_free_;  // private free list (never read from DMA memory)
     std::vector<Chain> chains_;             // by head
     std::uint16_t free_head_ = 0;

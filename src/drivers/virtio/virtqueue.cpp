@@ -26,7 +26,19 @@ SplitQueue::SplitQueue(dma::DmaPool& pool, std::uint16_t index, std::uint16_t si
     desc_ =
         pool.allocate(sizeof(Descriptor) * size, std::max<std::size_t>(kDescriptorAlignment, 64));
     avail_ = pool.allocate(avail_ring_bytes(size), std::max<std::size_t>(kAvailAlignment, 64));
-    used_ = pool.allocate(used_ring_bytes(size), std::max<std::size_t>(kUsedAlignment, 64));
+    // The used ring starts 4 bytes before a page boundary, so that every 8-byte used element
+    // lies inside one 4 KiB page. A device model may split an element that straddles two IOMMU
+    // pages and lose its second half: QEMU 7.2 with intel-iommu translates the continuation of
+    // such a write as if its ring offset were an IOVA (a DMA write fault at IOVA 0x340 for
+    // element 103 of a ring placed at page offset 0xcc0, and that element's len never
+    // written). Flags and idx (2 bytes each) sit at the end of the page before. Where device
+    // addresses are contiguous only within single pages (UIO without hugepages) a ring must fit
+    // in one page anyway: it is page-aligned there.
+    const std::size_t used_bytes = used_ring_bytes(size);
+    const std::size_t skew =
+        pool.arena().granule(pool.space_index()) >= kUsedSkew + used_bytes ? kUsedSkew : 0;
+    used_ = pool.allocate(skew + used_bytes, kPageBytes);
+    used_base_ = used_.data() + skew;
     next_free_.resize(size);
     chains_.resize(size);
     for (std::uint16_t i = 0; i < size; ++i) {
@@ -52,17 +64,16 @@ volatile std::uint16_t& SplitQueue::used_event() noexcept {
     return reinterpret_cast<volatile std::uint16_t*>(avail_.data())[2 + size_];
 }
 volatile std::uint16_t& SplitQueue::used_flags() noexcept {
-    return reinterpret_cast<volatile std::uint16_t*>(used_.data())[0];
+    return reinterpret_cast<volatile std::uint16_t*>(used_base_)[0];
 }
 volatile std::uint16_t& SplitQueue::used_idx() noexcept {
-    return reinterpret_cast<volatile std::uint16_t*>(used_.data())[1];
+    return reinterpret_cast<volatile std::uint16_t*>(used_base_)[1];
 }
 volatile UsedElement& SplitQueue::used_ring(std::uint16_t slot) noexcept {
-    return reinterpret_cast<volatile UsedElement*>(used_.data() + 4)[slot];
+    return reinterpret_cast<volatile UsedElement*>(used_base_ + 4)[slot];
 }
 volatile std::uint16_t& SplitQueue::avail_event() noexcept {
-    return *reinterpret_cast<volatile std::uint16_t*>(used_.data() + 4 +
-                                                      sizeof(UsedElement) * size_);
+    return *reinterpret_cast<volatile std::uint16_t*>(used_base_ + 4 + sizeof(UsedElement) * size_);
 }
 
 // ---- submission --------------------------------------------------------------------------------
@@ -199,8 +210,7 @@ void SplitQueue::release(std::uint16_t head) noexcept {
 }
 
 bool SplitQueue::has_used() const noexcept {
-    return !broken_ &&
-           reinterpret_cast<const volatile std::uint16_t*>(used_.data())[1] != last_used_;
+    return !broken_ && reinterpret_cast<const volatile std::uint16_t*>(used_base_)[1] != last_used_;
 }
 
 unsigned SplitQueue::poll(Completion completion, void* owner, unsigned max) noexcept {
