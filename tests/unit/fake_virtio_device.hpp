@@ -1,12 +1,20 @@
-// A virtio-blk device model over testing::FakeDevice, laid out as QEMU lays out a modern
-// virtio-pci device (VIRTIO 1.2 §4.1.4): MSI-X capability, then the vendor capabilities for the
-// common configuration, ISR, device configuration and notifications, all in BAR4. The common
-// configuration reacts to region writes (queue_select, device_status, feature selects); a
-// notification makes the model serve the queue at once from an in-memory disk, as QEMU does
-// under TCG, and raise the queue's MSI-X vector. Used-ring entries can be corrupted on demand.
+// Virtio device models over testing::FakeDevice, laid out as QEMU lays out a modern virtio-pci
+// device (VIRTIO 1.2 §4.1.4): MSI-X capability, then the vendor capabilities for the common
+// configuration, ISR, device configuration and notifications, all in BAR4.
+//   FakeVirtioPci  the transport: the common configuration reacts to region writes
+//                  (queue_select, device_status, feature selects); a notification makes the model
+//                  serve the queue at once, as QEMU does under TCG, and raise the queue's MSI-X
+//                  vector. Used-ring entries can be corrupted on demand.
+//   FakeVirtioBlk  virtio-blk (§5.2): requests served from an in-memory disk.
+//   FakeVirtioNet  virtio-net (§5.1): transmitted frames recorded, frames injected on receive
+//                  queues, control-queue commands recorded and acknowledged.
 #pragma once
 
+#include <array>
 #include <cstring>
+#include <deque>
+#include <span>
+#include <string>
 #include <vector>
 
 #include "fake_device.hpp"
@@ -15,16 +23,10 @@
 
 namespace ring3::virtio::testing {
 
-struct FakeVirtioBlkOptions {
-    std::uint64_t features = bit(feature::version_1) | bit(feature::access_platform) |
-                             bit(feature::event_idx) | bit(feature::ring_packed) |
-                             bit(blk_feature::seg_max) | bit(blk_feature::blk_size) |
-                             bit(blk_feature::flush);
-    std::uint16_t queues = 1;
+struct FakeVirtioPciOptions {
+    std::uint64_t features = bit(feature::version_1);
+    std::uint16_t queues = 1;  // virtqueues
     std::uint16_t queue_size = 256;
-    std::uint64_t capacity = 2048;  // sectors
-    std::uint32_t block_size = 512;
-    std::uint32_t seg_max = 126;
     unsigned msix_vectors = 2;
     bool mappable = false;
     bool legacy_only = false;  // no virtio capabilities (disable-modern=on)
@@ -32,7 +34,18 @@ struct FakeVirtioBlkOptions {
     bool reject_features = false;
 };
 
-class FakeVirtioBlk {
+struct FakeVirtioBlkOptions : FakeVirtioPciOptions {
+    FakeVirtioBlkOptions() {
+        features = bit(feature::version_1) | bit(feature::access_platform) |
+                   bit(feature::event_idx) | bit(feature::ring_packed) | bit(blk_feature::seg_max) |
+                   bit(blk_feature::blk_size) | bit(blk_feature::flush);
+    }
+    std::uint64_t capacity = 2048;  // sectors
+    std::uint32_t block_size = 512;
+    std::uint32_t seg_max = 126;
+};
+
+class FakeVirtioPci {
   public:
     static constexpr unsigned kBar = 4;
     static constexpr std::uint32_t kCommon = 0x0000;
@@ -41,14 +54,14 @@ class FakeVirtioBlk {
     static constexpr std::uint32_t kNotify = 0x3000;
     static constexpr std::uint32_t kNotifyMultiplier = 4;
 
-    using Options = FakeVirtioBlkOptions;
-
-    explicit FakeVirtioBlk(const Options& options = Options()) : options_(options) {
-        disk_.resize(options.capacity * kSectorSize);
+    FakeVirtioPci(const FakeVirtioPciOptions& options, const char* name, std::uint16_t device_id,
+                  std::uint32_t class_code, std::uint16_t config_queues)
+        : owned(std::make_unique<ring3::testing::FakeDevice>(name)),
+          device(*owned),
+          options_(options),
+          config_queues_(config_queues) {
         auto& d = device;
-        d.set_ids(kVendorId,
-                  options.legacy_only ? kBlockTransitionalDeviceId : kBlockModernDeviceId,
-                  0x010000);
+        d.set_ids(kVendorId, device_id, class_code);
         // MSI-X (PCI 3.0 §6.8.2): message control = table size - 1, table and PBA in BAR1.
         const std::uint16_t control = static_cast<std::uint16_t>(options.msix_vectors - 1);
         const std::uint8_t msix[10] = {static_cast<std::uint8_t>(control),
@@ -72,7 +85,7 @@ class FakeVirtioBlk {
             add_cap(pci_cap_type::device_cfg, kDeviceCfg, 0x1000);
             add_cap(pci_cap_type::notify_cfg, kNotify, 0x1000, kNotifyMultiplier);
         }
-        queues_.resize(options.queues);
+        queues_.resize(config_queues);
         reset_model();
         d.on_write(kBar, [this](std::uint64_t offset, unsigned, std::uint64_t value) {
             written(offset, value);
@@ -84,13 +97,10 @@ class FakeVirtioBlk {
             }
             return std::nullopt;
         });
-        // Device configuration (§5.2.4).
-        put32(kDeviceCfg + 0, static_cast<std::uint32_t>(options.capacity));
-        put32(kDeviceCfg + 4, static_cast<std::uint32_t>(options.capacity >> 32));
-        put32(kDeviceCfg + reg::blk::SegMax::offset, options.seg_max);
-        put32(kDeviceCfg + reg::blk::BlkSize::offset, options.block_size);
-        device.poke<std::uint16_t>(kBar, kDeviceCfg + reg::blk::NumQueues::offset, options.queues);
     }
+    FakeVirtioPci(const FakeVirtioPci&) = delete;
+    FakeVirtioPci& operator=(const FakeVirtioPci&) = delete;
+    virtual ~FakeVirtioPci() = default;
 
     struct Queue {
         std::uint16_t size = 0;
@@ -104,11 +114,9 @@ class FakeVirtioBlk {
 
     // The device; take() hands ownership to a driver (the model keeps using it: destroy the
     // driver before the model).
-    std::unique_ptr<ring3::testing::FakeDevice> owned =
-        std::make_unique<ring3::testing::FakeDevice>("fake:virtio-blk");
-    ring3::testing::FakeDevice& device = *owned;
+    std::unique_ptr<ring3::testing::FakeDevice> owned;
+    ring3::testing::FakeDevice& device;
     std::unique_ptr<Device> take() { return std::move(owned); }
-    std::vector<std::byte> disk_;
     bool serve = true;  // serve a queue when notified
     bool raise_interrupts = true;
     // Corruption of the next used entry: id and/or length replaced.
@@ -125,7 +133,7 @@ class FakeVirtioBlk {
     std::vector<std::uint8_t>
         status_writes;  // kept by the model: readable after the device is gone
 
-    // Serves queue `index`: every available chain is executed against the disk.
+    // Serves queue `index`: every available chain the device type takes is executed.
     void serve_queue(std::uint16_t index) {
         Queue& q = queues_[index];
         auto& dma = device.dma();
@@ -137,10 +145,10 @@ class FakeVirtioBlk {
         }
         const std::uint16_t avail_idx = avail[1];
         const std::uint16_t old_used = q.used_idx;
-        while (q.last_avail != avail_idx) {
+        while (q.last_avail != avail_idx && takes(index)) {
             const std::uint16_t head = avail[2 + (q.last_avail % q.size)];
             ++q.last_avail;
-            const std::uint32_t written = execute(table, q.size, head);
+            const std::uint32_t written = execute(index, walk(table, q.size, head));
             auto* ring = reinterpret_cast<UsedElement*>(used + 4);
             UsedElement& e = ring[q.used_idx % q.size];
             e.id = next_used_id ? *next_used_id : head;
@@ -166,7 +174,41 @@ class FakeVirtioBlk {
         }
     }
 
+  protected:
+    // Whether queue `index` consumes another chain now (a receive queue only with a frame).
+    virtual bool takes(std::uint16_t /*index*/) { return true; }
+    // Executes one chain of queue `index`; returns the bytes written to the driver.
+    virtual std::uint32_t execute(std::uint16_t index, std::span<const Descriptor> chain) = 0;
+    void put8(std::uint64_t at, std::uint8_t v) { device.poke(kBar, at, v); }
+    void put16(std::uint64_t at, std::uint16_t v) { device.poke(kBar, at, v); }
+    void put32(std::uint64_t at, std::uint32_t v) { device.poke(kBar, at, v); }
+
   private:
+    // The chain starting at `head` (through an indirect table when the head says so).
+    std::span<const Descriptor> walk(Descriptor* table, std::uint16_t size, std::uint16_t head) {
+        auto& dma = device.dma();
+        chain_.clear();  // capacity kept: serving a queue allocates nothing after the first
+        Descriptor* at = table;
+        std::uint16_t limit = size;
+        std::uint16_t first = head;
+        if ((table[head].flags & desc_flag::indirect) != 0) {  // §2.7.5.3
+            at = reinterpret_cast<Descriptor*>(dma.dma(table[head].addr, table[head].len));
+            if (at == nullptr) {
+                return {};
+            }
+            limit = static_cast<std::uint16_t>(table[head].len / sizeof(Descriptor));
+            first = 0;
+            ++indirect_chains;
+        }
+        for (std::uint16_t id = first, n = 0; n < limit && id < limit; ++n) {
+            chain_.push_back(at[id]);
+            if ((at[id].flags & desc_flag::next) == 0) {
+                break;
+            }
+            id = at[id].next;
+        }
+        return chain_;
+    }
     void add_cap(std::uint8_t type, std::uint32_t offset, std::uint32_t length,
                  std::optional<std::uint32_t> multiplier = std::nullopt) {
         std::vector<std::uint8_t> body(multiplier ? 18 : 14, 0);
@@ -180,14 +222,12 @@ class FakeVirtioBlk {
         }
         device.add_capability(0x09, body);
     }
-    void put16(std::uint64_t at, std::uint16_t v) { device.poke(kBar, at, v); }
-    void put32(std::uint64_t at, std::uint32_t v) { device.poke(kBar, at, v); }
     void reset_model() {
         for (std::size_t i = 0; i < queues_.size(); ++i) {
             queues_[i] = Queue{};
         }
         driver_features = 0;
-        put16(kCommon + reg::NumQueues::offset, options_.queues);
+        put16(kCommon + reg::NumQueues::offset, config_queues_);
         put16(kCommon + reg::ConfigMsixVector::offset, kNoVector);
         select(0);
     }
@@ -296,30 +336,35 @@ class FakeVirtioBlk {
         const unsigned shift = which == 0 ? 0 : 32;
         field = (field & ~(0xffffffffull << shift)) | ((value & 0xffffffffull) << shift);
     }
+    FakeVirtioPciOptions options_;
+    std::uint16_t config_queues_;
+    std::vector<Descriptor> chain_;
+    std::vector<Queue> queues_;
+    unsigned reset_left_ = 0;
+};
+
+class FakeVirtioBlk final : public FakeVirtioPci {
+  public:
+    using Options = FakeVirtioBlkOptions;
+
+    explicit FakeVirtioBlk(const Options& options = Options())
+        : FakeVirtioPci(options, "fake:virtio-blk",
+                        options.legacy_only ? kBlockTransitionalDeviceId : kBlockModernDeviceId,
+                        0x010000, options.queues) {
+        disk_.resize(options.capacity * kSectorSize);
+        // Device configuration (§5.2.4).
+        put32(kDeviceCfg + 0, static_cast<std::uint32_t>(options.capacity));
+        put32(kDeviceCfg + 4, static_cast<std::uint32_t>(options.capacity >> 32));
+        put32(kDeviceCfg + reg::blk::SegMax::offset, options.seg_max);
+        put32(kDeviceCfg + reg::blk::BlkSize::offset, options.block_size);
+        device.poke<std::uint16_t>(kBar, kDeviceCfg + reg::blk::NumQueues::offset, options.queues);
+    }
+    std::vector<std::byte> disk_;
+
+  private:
     // Runs one chain: header, data, status (§5.2.6). Returns the bytes written to the driver.
-    std::uint32_t execute(Descriptor* table, std::uint16_t size, std::uint16_t head) {
+    std::uint32_t execute(std::uint16_t, std::span<const Descriptor> chain) override {
         auto& dma = device.dma();
-        chain_.clear();  // capacity kept: serving a queue allocates nothing after the first
-        auto& chain = chain_;
-        Descriptor* walk = table;
-        std::uint16_t limit = size;
-        std::uint16_t first = head;
-        if ((table[head].flags & desc_flag::indirect) != 0) {  // §2.7.5.3
-            walk = reinterpret_cast<Descriptor*>(dma.dma(table[head].addr, table[head].len));
-            if (walk == nullptr) {
-                return 0;
-            }
-            limit = static_cast<std::uint16_t>(table[head].len / sizeof(Descriptor));
-            first = 0;
-            ++indirect_chains;
-        }
-        for (std::uint16_t id = first, n = 0; n < limit && id < limit; ++n) {
-            chain.push_back(walk[id]);
-            if ((walk[id].flags & desc_flag::next) == 0) {
-                break;
-            }
-            id = walk[id].next;
-        }
         if (chain.size() < 2)
             return 0;
         auto* header =
@@ -367,11 +412,130 @@ class FakeVirtioBlk {
         *status_byte = result;
         return written;
     }
+};
 
-    Options options_;
-    std::vector<Descriptor> chain_;
-    std::vector<Queue> queues_;
-    unsigned reset_left_ = 0;
+struct FakeVirtioNetOptions : FakeVirtioPciOptions {
+    FakeVirtioNetOptions() {
+        features = bit(feature::version_1) | bit(feature::event_idx) | bit(net_feature::mac) |
+                   bit(net_feature::status) | bit(net_feature::ctrl_vq) |
+                   bit(net_feature::mrg_rxbuf) | bit(net_feature::csum);
+        queue_size = 64;
+    }
+    std::uint16_t pairs = 1;  // max_virtqueue_pairs (offer VIRTIO_NET_F_MQ for more than one)
+    std::array<std::uint8_t, 6> mac{0x52, 0x54, 0x00, 0xaa, 0xbb, 0xcc};
+    std::uint16_t status = kNetStatusLinkUp;
+};
+
+class FakeVirtioNet final : public FakeVirtioPci {
+  public:
+    using Options = FakeVirtioNetOptions;
+    using Frame = std::vector<std::byte>;
+
+    explicit FakeVirtioNet(const Options& options = Options())
+        : FakeVirtioPci(options, "fake:virtio-net",
+                        options.legacy_only ? kNetTransitionalDeviceId : kNetModernDeviceId,
+                        0x020000, static_cast<std::uint16_t>(2 * options.pairs + 1)),
+          sent(options.pairs),
+          pairs_(options.pairs),
+          received_(options.pairs) {
+        // Device configuration (§5.1.4).
+        for (unsigned i = 0; i < 6; ++i) {
+            put8(kDeviceCfg + reg::net::kMacOffset + i, options.mac[i]);
+        }
+        put16(kDeviceCfg + reg::net::Status::offset, options.status);
+        put16(kDeviceCfg + reg::net::MaxVirtqueuePairs::offset, options.pairs);
+    }
+
+    // Frames for the driver on pair `pair`: delivered at once into posted buffers, the rest when
+    // buffers come (a notification of the receive queue).
+    void inject(unsigned pair, Frame frame) {
+        received_[pair].push_back(std::move(frame));
+        serve_queue(static_cast<std::uint16_t>(2 * pair));
+    }
+    std::size_t waiting(unsigned pair) const { return received_[pair].size(); }
+
+    std::vector<std::vector<Frame>> sent;  // per pair: frames without their header
+    std::vector<std::array<std::byte, sizeof(NetHeader)>> headers;  // of every sent frame
+    // Control commands: class, command, data.
+    struct Command {
+        std::uint8_t command_class;
+        std::uint8_t command;
+        std::vector<std::uint8_t> data;
+    };
+    std::vector<Command> commands;
+    std::optional<std::uint32_t> rx_len_override;  // the next received chain's used length
+    bool keep_sent = true;  // false: transmitted frames are only counted (no allocation)
+    std::uint64_t sent_count = 0;
+
+  private:
+    bool takes(std::uint16_t index) override {
+        return index >= 2 * pairs_ || index % 2 == 1 || !received_[index / 2].empty();
+    }
+    std::uint32_t execute(std::uint16_t index, std::span<const Descriptor> chain) override {
+        auto& dma = device.dma();
+        if (chain.empty()) {
+            return 0;
+        }
+        if (index == 2 * pairs_) {  // §5.1.6.5: header, data..., ack
+            std::vector<std::uint8_t> in;
+            for (std::size_t i = 0; i + 1 < chain.size(); ++i) {
+                const auto* p =
+                    reinterpret_cast<const std::uint8_t*>(dma.dma(chain[i].addr, chain[i].len));
+                if (p != nullptr) {
+                    in.insert(in.end(), p, p + chain[i].len);
+                }
+            }
+            auto* ack = reinterpret_cast<std::uint8_t*>(dma.dma(chain.back().addr, 1));
+            if (in.size() >= 2 && ack != nullptr) {
+                commands.push_back({in[0], in[1], {in.begin() + 2, in.end()}});
+                *ack = net_ctrl::ok;
+            }
+            return 1;
+        }
+        if (index % 2 == 1) {  // transmit: header then frame, in any layout (§5.1.6.2)
+            ++sent_count;
+            if (!keep_sent) {
+                return 0;
+            }
+            std::vector<std::byte> bytes;
+            for (const Descriptor& d : chain) {
+                const std::byte* p = dma.dma(d.addr, d.len);
+                if (p != nullptr) {
+                    bytes.insert(bytes.end(), p, p + d.len);
+                }
+            }
+            if (bytes.size() >= sizeof(NetHeader)) {
+                std::array<std::byte, sizeof(NetHeader)> h;
+                std::memcpy(h.data(), bytes.data(), h.size());
+                headers.push_back(h);
+                sent[index / 2].emplace_back(bytes.begin() + sizeof(NetHeader), bytes.end());
+            }
+            return 0;
+        }
+        // Receive (§5.1.6.4): the header (all zeros, num_buffers 1) and the frame, into one
+        // device-writable buffer.
+        Frame frame = std::move(received_[index / 2].front());
+        received_[index / 2].pop_front();
+        const Descriptor& d = chain.front();
+        std::byte* out = dma.dma(d.addr, d.len);
+        const std::size_t total = sizeof(NetHeader) + frame.size();
+        if (out == nullptr || total > d.len) {
+            return 0;  // dropped, as a device without room does
+        }
+        NetHeader header{};
+        header.num_buffers = 1;
+        std::memcpy(out, &header, sizeof header);
+        std::memcpy(out + sizeof header, frame.data(), frame.size());
+        if (rx_len_override) {
+            const std::uint32_t len = *rx_len_override;
+            rx_len_override.reset();
+            return len;
+        }
+        return static_cast<std::uint32_t>(total);
+    }
+
+    unsigned pairs_;
+    std::vector<std::deque<Frame>> received_;
 };
 
 }  // namespace ring3::virtio::testing
