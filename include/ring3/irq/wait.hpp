@@ -6,7 +6,10 @@
 //              completions are already there (then the wait polls instead of sleeping: their
 //              interrupt may have been suppressed).
 // The eventfd counts signals, so a completion landing between arm() and the sleep is not lost.
-// (The NVMe driver has its own copy of this loop in IoQueue::wait; the virtio driver uses this.)
+// A UIO INTx is re-enabled after each wake-up once the queue was polled (the poll cleared the
+// cause; Interrupt::rearm() does nothing for an eventfd), so no driver asks which backend it has.
+// Used by NVMe (a queue with no interrupt suppression passes an arm() that returns false),
+// virtio-blk and virtio-net.
 #pragma once
 
 #include <algorithm>
@@ -52,10 +55,8 @@ unsigned wait_for_completions(WaitMode mode, Interrupt* interrupt,
             break;
         }
         const auto signalled = interrupt->wait(left);
-        if (interrupt->source() == Interrupt::Source::uio) {
-            interrupt->rearm();
-        }
         done = poll();
+        interrupt->rearm();
         if (signalled == 0) {
             break;
         }

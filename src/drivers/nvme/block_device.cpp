@@ -13,6 +13,7 @@
 
 #include "ring3/core/error.hpp"
 #include "ring3/core/log.hpp"
+#include "ring3/irq/wait.hpp"
 
 namespace ring3::nvme {
 namespace {
@@ -374,38 +375,10 @@ unsigned IoQueue::wait(std::chrono::microseconds timeout) {
         }
         return done;
     }
-    const auto start = CycleClock::now();
-    const auto deadline = start + timeout;
-    unsigned done = 0;
-    if (mode_ == irq::WaitMode::poll || interrupt_ == nullptr) {
-        do {
-            done = poll_active(0);
-        } while (done == 0 && CycleClock::now() < deadline);
-    } else {
-        if (mode_ == irq::WaitMode::adaptive) {
-            const auto spin_until = std::min(deadline, start + kAdaptiveSpin);
-            do {
-                done = poll_active(0);
-            } while (done == 0 && CycleClock::now() < spin_until);
-        }
-        // Interrupt: the eventfd counts signals, so a completion that lands between the poll
-        // above and this wait is not lost: wait() returns at once.
-        while (done == 0) {
-            const auto left =
-                std::chrono::duration_cast<std::chrono::microseconds>(deadline - CycleClock::now());
-            if (left.count() <= 0) {
-                break;
-            }
-            const auto signalled = interrupt_->wait(left);
-            done = poll_active(0);
-            if (interrupt_->source() == irq::Interrupt::Source::uio) {
-                interrupt_->rearm();  // INTx was masked by the kernel's handler
-            }
-            if (signalled == 0) {
-                break;
-            }
-        }
-    }
+    // NVMe has no per-queue interrupt suppression: a vector in use is always armed.
+    const unsigned done = irq::wait_for_completions(
+        mode_, interrupt_, timeout, [this] { return poll_active(0); }, [] { return false; }, [] {},
+        kAdaptiveSpin);
     check_timeout(done == 0);
     return done;
 }
