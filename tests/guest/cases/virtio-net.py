@@ -7,10 +7,13 @@
            test frames (checks/test_frames.py: built here, not by ring3) when the guest asks
            ("feed rx-poll", "feed rx-interrupt"); QEMU reads the socket only while the NIC has
            receive buffers, so nothing is lost before ring3 is ready;
-  g0, a0   a wire: socket netdevs over TCP on 127.0.0.1, g0 listening, a0 connected to it;
-  b0, r0   another such wire (a TCP stream keeps the order and, when the receiving NIC has no
-           buffers, holds the sender back; QEMU's hub instead queues such frames and may let
-           later ones overtake them);
+  g0, a0   a wire: socket netdevs over TCP on 127.0.0.1, a0 listening, g0 connected to it;
+  b0, r0   another such wire, r0 listening, b0 connected (a TCP stream keeps the order and, when
+           the receiving NIC has no buffers, holds the sender back; QEMU's hub instead queues
+           such frames and may let later ones overtake them). Frames flow from the connecting
+           side to the listening one only: QEMU 7.2 leaves an accepted socket blocking, and a
+           send on it that fills the stream would block QEMU's main loop, and with it the guest;
+
   legacy0  disable-modern=on (a legacy-only device), no netdev.
 """
 import os
@@ -99,16 +102,18 @@ def configure(guest):
         "tx0": f"dgram,id=n-tx0,local.type=inet,local.host=127.0.0.1,local.port={tx_port},"
                f"remote.type=inet,remote.host=127.0.0.1,remote.port={sink_port}",
         "rx0": f"socket,id=n-rx0,connect=127.0.0.1:{feeder.port}",
-        "g0": f"socket,id=n-g0,listen=127.0.0.1:{wire1}",
-        "a0": f"socket,id=n-a0,connect=127.0.0.1:{wire1}",
-        "b0": f"socket,id=n-b0,listen=127.0.0.1:{wire2}",
-        "r0": f"socket,id=n-r0,connect=127.0.0.1:{wire2}",
+        # listeners before the sockets that connect to them
+        "a0": f"socket,id=n-a0,listen=127.0.0.1:{wire1}",
+        "r0": f"socket,id=n-r0,listen=127.0.0.1:{wire2}",
+        "g0": f"socket,id=n-g0,connect=127.0.0.1:{wire1}",
+        "b0": f"socket,id=n-b0,connect=127.0.0.1:{wire2}",
     }
-    for nic, netdev in netdevs.items():
+    for nic in MACS:  # PCI order: the guest finds them by it
         props = dict(virtio, mac=MACS[nic], netdev=f"n-{nic}")
         if nic == "tx0":
             props.update({"mq": "on", "vectors": "6"})
         guest.devices.append(guest.Device("virtio-net-pci", nic, props))
+    for netdev in netdevs.values():
         guest.extra_args += ["-netdev", netdev]
     guest.extra_args += ["-object", f"filter-dump,id=dump-tx0,netdev=n-tx0,"
                                     f"file={guest.path('tx.pcap')}"]
