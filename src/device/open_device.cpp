@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <charconv>
 
+#include "ring3/broker/client.hpp"
 #include "ring3/core/error.hpp"
 #include "ring3/device/device.hpp"
 #include "ring3/device/uio.hpp"
@@ -53,6 +54,14 @@ std::unique_ptr<Device> open_device(std::string_view spec, const OpenOptions& op
     const auto starts_with = [&](std::string_view prefix) {
         return spec.substr(0, prefix.size()) == prefix;
     };
+    if (starts_with("ring3d:")) {
+        // Claimed from the I/O server: no access to /dev/vfio or sysfs needed here.
+        const pci::Address address = pci::Address::parse(spec.substr(7));
+        broker::Claim claim = broker::Client().claim(address);
+        auto container = vfio::Container::adopt(std::move(claim.container), 0, UniqueFd());
+        return vfio::adopt(address, std::move(container), std::move(claim.device),
+                           std::move(claim.lease));
+    }
     if (starts_with("vfio:")) {
         return vfio::open(pci::Address::parse(spec.substr(5)), options);
     }
@@ -63,9 +72,9 @@ std::unique_ptr<Device> open_device(std::string_view spec, const OpenOptions& op
         return open_handed_over(spec);
     }
     if (spec.find('/') != std::string_view::npos || starts_with("vfio-user:")) {
-        throw Error::invalid("open device", fmt::format("'{}'", spec),
-                             "unknown kind of device; give vfio:BDF, uio:BDF or a bare BDF",
-                             EINVAL);
+        throw Error::invalid(
+            "open device", fmt::format("'{}'", spec),
+            "unknown kind of device; give vfio:BDF, uio:BDF, ring3d:BDF or a bare BDF", EINVAL);
     }
     // A bare BDF: whatever user-space driver the device is bound to.
     const pci::Address address = pci::Address::parse(spec);

@@ -26,8 +26,12 @@ struct RegionEntry {
 
 class VfioDevice final : public Device {
   public:
-    VfioDevice(pci::Address address, std::shared_ptr<Container> container, UniqueFd fd)
-        : address_(address), container_(std::move(container)), fd_(std::move(fd)) {
+    VfioDevice(pci::Address address, std::shared_ptr<Container> container, UniqueFd fd,
+               UniqueFd lease = {})
+        : lease_(std::move(lease)),
+          address_(address),
+          container_(std::move(container)),
+          fd_(std::move(fd)) {
         vfio_device_info info{};
         info.argsz = sizeof info;
         if (::ioctl(fd_.get(), VFIO_DEVICE_GET_INFO, &info) != 0) {
@@ -296,6 +300,9 @@ class VfioDevice final : public Device {
         }
     }
 
+    // Closed last, after the device and the container: for a device claimed from ring3d, closing
+    // it gives the device back (ring3d then quiesces and resets it).
+    UniqueFd lease_;
     pci::Address address_;
     std::shared_ptr<Container> container_;
     UniqueFd fd_;
@@ -328,12 +335,13 @@ std::unique_ptr<Device> open(const pci::Address& address, const OpenOptions& opt
 }
 
 std::unique_ptr<Device> adopt(const pci::Address& address, std::shared_ptr<Container> container,
-                              UniqueFd device_fd) {
+                              UniqueFd device_fd, UniqueFd lease) {
     if (!container || !device_fd) {
         throw Error::invalid("adopt VFIO device", address.to_string(),
                              "a container and a device fd are both needed", EBADF);
     }
-    return std::make_unique<VfioDevice>(address, std::move(container), std::move(device_fd));
+    return std::make_unique<VfioDevice>(address, std::move(container), std::move(device_fd),
+                                        std::move(lease));
 }
 
 }  // namespace ring3::vfio

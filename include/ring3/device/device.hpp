@@ -108,7 +108,8 @@ class Device {
     Device() = default;
 };
 
-// Opens a device by spec string: "vfio:BDF", "uio:BDF", or a bare BDF ("VFIO if bound to vfio-pci,
+// Opens a device by spec string: "vfio:BDF", "uio:BDF", "ring3d:BDF" (claimed from the I/O server,
+// include/ring3/broker/client.hpp), or a bare BDF ("VFIO if bound to vfio-pci,
 // UIO if bound to uio_pci_generic, else an error that says how to bind it").
 struct OpenOptions {
     std::string sysfs_root = "/sys";

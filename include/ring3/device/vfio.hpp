@@ -88,8 +88,9 @@ OpenedDevice open_fds(const pci::Address& address, const OpenOptions& options);
 // Opens `address` (bound to vfio-pci) in `container` (a new one when null).
 std::unique_ptr<Device> open(const pci::Address& address, const OpenOptions& options);
 
-// A device from an fd VFIO_GROUP_GET_DEVICE_FD gave, in `container`.
+// A device from an fd VFIO_GROUP_GET_DEVICE_FD gave, in `container`. `lease`, when given, is
+// kept open as long as the device and closed after it (a ring3d claim's connection).
 std::unique_ptr<Device> adopt(const pci::Address& address, std::shared_ptr<Container> container,
-                              UniqueFd device_fd);
+                              UniqueFd device_fd, UniqueFd lease = {});
 
 }  // namespace ring3::vfio

@@ -1,0 +1,453 @@
+// ring3d's server (server.hpp).
+#include "server.hpp"
+
+#include <fmt/core.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "ring3/core/error.hpp"
+#include "ring3/core/log.hpp"
+#include "ring3/pci/bind.hpp"
+
+namespace ring3::broker {
+namespace {
+
+constexpr int kListenerTag = -1;
+constexpr int kSignalTag = -2;
+
+std::string ok_reply(nlohmann::json body = nlohmann::json::object()) {
+    body["ok"] = true;
+    return body.dump();
+}
+
+std::string iso_time(std::chrono::system_clock::time_point t) {
+    const std::time_t seconds = std::chrono::system_clock::to_time_t(t);
+    std::tm tm{};
+    ::gmtime_r(&seconds, &tm);
+    char text[32];
+    std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return text;
+}
+
+std::string owner_text(pid_t pid, uid_t uid, const std::string& user,
+                       std::chrono::system_clock::time_point since) {
+    return fmt::format("pid {} (user {}{}) since {}", pid, uid, user.empty() ? "" : " " + user,
+                       iso_time(since));
+}
+
+void add_to_epoll(int epoll, int fd, int tag) {
+    epoll_event event{};
+    event.events = EPOLLIN | EPOLLRDHUP;
+    event.data.fd = tag == 0 ? fd : tag;
+    if (::epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event) != 0) {
+        throw Error::from_errno("watch", fmt::format("fd {}", fd));
+    }
+}
+
+// Leaves the device as ring3d found it before handing it out: no DMA, no interrupts, reset
+// (VFIO_DEVICE_RESET: FLR or whatever reset the device has). `opened` is consumed.
+void quiesce(const pci::Address& address, vfio::OpenedDevice opened) {
+    try {
+        auto device =
+            vfio::adopt(address, std::move(opened.container), std::move(opened.device_fd));
+        try {
+            device->set_bus_master(false);
+        } catch (const std::exception& e) {
+            log_warn("{}: turning bus mastering off: {}", address.to_string(), e.what());
+        }
+        for (const IrqKind kind : {IrqKind::msix, IrqKind::msi, IrqKind::intx}) {
+            try {
+                if (device->irq_count(kind) != 0) {
+                    device->disable_irqs(kind);
+                }
+            } catch (const std::exception&) {
+                // Nothing was enabled through this fd: VFIO says so; not a problem.
+            }
+        }
+        try {
+            device->reset();
+        } catch (const std::exception& e) {
+            log_warn("{}: reset after the claim: {}", address.to_string(), e.what());
+        }
+    } catch (const std::exception& e) {
+        log_warn("{}: quiesce after the claim: {}", address.to_string(), e.what());
+    }
+}
+
+}  // namespace
+
+std::string error_reply(const std::string& message, int code) {
+    return nlohmann::json{{"ok", false}, {"error", message}, {"errno", code}}.dump();
+}
+
+Server::Server(Policy policy, ServerOptions options)
+    : policy_(std::move(policy)), options_(std::move(options)) {}
+
+Server::~Server() = default;
+
+Server::Managed* Server::managed(const pci::Address& address) {
+    for (Managed& m : devices_) {
+        if (m.info.address == address) {
+            return &m;
+        }
+    }
+    return nullptr;
+}
+
+void Server::prepare() {
+    const pci::Sysfs sysfs(options_.sysfs_root);
+    devices_.clear();
+    for (const pci::DeviceInfo& info : sysfs.devices()) {
+        if (policy_.rule_for(info.address, info.vendor_id, info.device_id, info.class_code) ==
+            nullptr) {
+            continue;
+        }
+        Managed m{info, {}};
+        if (options_.bind && info.driver != "vfio-pci") {
+            try {
+                pci::BindEnvironment environment;
+                environment.sysfs_root = options_.sysfs_root;
+                pci::DriverBinder(environment).bind(info.address, "vfio-pci");
+                m.info = sysfs.device(info.address);
+            } catch (const Error& e) {
+                m.note = e.what();
+            }
+        }
+        if (m.note.empty() && m.info.driver != "vfio-pci") {
+            m.note = fmt::format("bound to {}, not vfio-pci",
+                                 m.info.driver.empty() ? "no driver" : m.info.driver);
+        }
+        if (m.note.empty() && m.info.iommu_group) {
+            const pci::IommuGroup group = sysfs.iommu_group(*m.info.iommu_group);
+            if (!group.viable_for_vfio()) {
+                std::string others;
+                for (const auto& member : group.members_on_kernel_drivers()) {
+                    others += fmt::format("{}{} ({})", others.empty() ? "" : ", ", member.name,
+                                          member.driver);
+                }
+                m.note = fmt::format("IOMMU group {} is not viable: {}", group.number, others);
+            }
+        }
+        log_info("ring3d: manages {} [{:04x}:{:04x}]{}", m.info.address.to_string(),
+                 m.info.vendor_id, m.info.device_id,
+                 m.note.empty() ? "" : fmt::format(" (cannot hand it out: {})", m.note));
+        devices_.push_back(std::move(m));
+    }
+    if (devices_.empty()) {
+        log_warn("ring3d: the policy {} names no device present here", policy_.file);
+    }
+
+    // The socket: a SOCK_SEQPACKET Unix socket anyone may connect to; the policy decides.
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    if (options_.socket.size() >= sizeof address.sun_path) {
+        throw Error::invalid("listen", options_.socket, "the socket path is too long",
+                             ENAMETOOLONG);
+    }
+    std::memcpy(address.sun_path, options_.socket.data(), options_.socket.size());
+    listener_ = UniqueFd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!listener_) {
+        throw Error::from_errno("create the listening socket", options_.socket);
+    }
+    ::unlink(options_.socket.c_str());  // a stale socket of an earlier ring3d
+    if (::bind(listener_.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0) {
+        throw Error::from_errno("bind the listening socket", options_.socket);
+    }
+    ::chmod(options_.socket.c_str(), 0666);
+    if (::listen(listener_.get(), 64) != 0) {
+        throw Error::from_errno("listen on", options_.socket);
+    }
+
+    epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
+    if (!epoll_) {
+        throw Error::from_errno("create", "an epoll instance");
+    }
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    ::sigprocmask(SIG_BLOCK, &set, nullptr);
+    signals_ = UniqueFd(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+    if (!signals_) {
+        throw Error::from_errno("create", "a signalfd");
+    }
+    add_to_epoll(epoll_.get(), listener_.get(), kListenerTag);
+    add_to_epoll(epoll_.get(), signals_.get(), kSignalTag);
+}
+
+int Server::run() {
+    epoll_event events[32];
+    for (;;) {
+        const int n = ::epoll_wait(epoll_.get(), events, 32, -1);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            throw Error::from_errno("wait for", "events");
+        }
+        for (int i = 0; i < n; ++i) {
+            const int tag = events[i].data.fd;
+            if (tag == kListenerTag) {
+                accept_clients();
+            } else if (tag == kSignalTag) {
+                signalfd_siginfo info{};
+                while (::read(signals_.get(), &info, sizeof info) == sizeof info) {
+                    if (info.ssi_signo == SIGHUP) {
+                        reload();
+                    } else {
+                        log_info(
+                            "ring3d: signal {}: stopping ({} claim(s) stay with their "
+                            "owners)",
+                            info.ssi_signo, claims_.size());
+                        return 0;
+                    }
+                }
+            } else if (auto found = clients_.find(tag); found != clients_.end()) {
+                if ((events[i].events & EPOLLIN) != 0) {
+                    serve(found->second);
+                }
+                // serve() may have dropped the client.
+                if (clients_.count(tag) != 0 &&
+                    (events[i].events & (EPOLLHUP | EPOLLERR | EPOLLRDHUP)) != 0 &&
+                    (events[i].events & EPOLLIN) == 0) {
+                    drop(tag);
+                }
+            }
+        }
+    }
+}
+
+void Server::accept_clients() {
+    for (;;) {
+        UniqueFd fd(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+        if (!fd) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                log_warn("ring3d: accept: {}", std::strerror(errno));
+            }
+            return;
+        }
+        if (clients_.size() >= options_.max_clients) {
+            try {
+                send_message(fd.get(), error_reply(fmt::format("ring3d serves at most {} "
+                                                               "connections at once",
+                                                               options_.max_clients),
+                                                   EMFILE));
+            } catch (const std::exception&) {
+            }
+            continue;  // closed
+        }
+        ucred cred{};
+        socklen_t length = sizeof cred;
+        if (::getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &length) != 0) {
+            log_warn("ring3d: SO_PEERCRED: {}", std::strerror(errno));
+            continue;
+        }
+        ++stats_.clients;
+        const int key = fd.get();
+        add_to_epoll(epoll_.get(), key, 0);
+        Client client;
+        client.fd = std::move(fd);
+        client.pid = cred.pid;
+        client.who = identity_of(cred.uid, cred.gid);
+        clients_.emplace(key, std::move(client));
+    }
+}
+
+void Server::serve(Client& client) {
+    const int key = client.fd.get();
+    std::optional<Message> message;
+    std::string reply;
+    std::vector<int> fds;
+    bool granted = false;
+    ++stats_.requests;
+    try {
+        message = receive_message(key, 0);  // clients send no fds
+        if (!message) {
+            drop(key);
+            return;
+        }
+        reply = handle(client, parse_request(message->text), fds, granted);
+    } catch (const Error& e) {
+        // The reason alone: the client knows what it asked and about which device.
+        ++stats_.bad_requests;
+        reply = error_reply(e.reason().empty() ? e.what() : e.reason(), e.errnum());
+    } catch (const std::exception& e) {
+        ++stats_.bad_requests;
+        reply = error_reply(e.what(), EIO);
+    }
+    try {
+        send_message(key, reply, fds);
+    } catch (const std::exception& e) {
+        log_warn("ring3d: reply to pid {}: {}", client.pid, e.what());
+        if (granted) {
+            // The grant never arrived: it is void.
+            end_claim(*client.claim, "the grant could not be sent");
+        }
+        drop(key);
+    }
+}
+
+std::string Server::handle(Client& client, const Request& request, std::vector<int>& fds,
+                           bool& granted) {
+    switch (request.verb) {
+        case Verb::list:
+            return list(client);
+        case Verb::status:
+            return status();
+        case Verb::claim:
+            return claim(client, *request.device, fds, granted);
+        case Verb::release: {
+            const std::string bdf = request.device->to_string();
+            if (!client.claim || *client.claim != *request.device) {
+                throw Error::invalid("release", bdf, "this connection holds no claim on it",
+                                     ENOENT);
+            }
+            end_claim(*request.device, "released");
+            ++stats_.releases;
+            return ok_reply({{"released", bdf}});
+        }
+    }
+    throw Error::invalid("serve", "request", "unknown verb", EINVAL);
+}
+
+std::string Server::claim(Client& client, const pci::Address& address, std::vector<int>& fds,
+                          bool& granted) {
+    const std::string bdf = address.to_string();
+    Managed* m = managed(address);
+    if (m == nullptr) {
+        throw Error::invalid("claim", bdf,
+                             fmt::format("not managed by ring3d: no [[device]] rule of {} names "
+                                         "it, or it is not present",
+                                         policy_.file),
+                             ENODEV);
+    }
+    const DeviceRule* rule =
+        policy_.rule_for(address, m->info.vendor_id, m->info.device_id, m->info.class_code);
+    if (rule == nullptr) {
+        throw Error::invalid("claim", bdf, "no policy rule names it since the last reload", ENODEV);
+    }
+    if (const auto why = policy_.refusal(*rule, client.who)) {
+        throw Error::invalid("claim", bdf, *why, EACCES);
+    }
+    if (!m->note.empty()) {
+        throw Error::invalid("claim", bdf, "ring3d cannot hand it out: " + m->note, ENODEV);
+    }
+    if (const auto found = claims_.find(bdf); found != claims_.end()) {
+        const Claim& c = found->second;
+        throw Error::invalid("claim", bdf,
+                             "busy, owned by " + owner_text(c.pid, c.uid, c.user, c.since), EBUSY);
+    }
+    if (client.claim) {
+        throw Error::invalid("claim", bdf,
+                             fmt::format("this connection already holds {}; one claim per "
+                                         "connection",
+                                         client.claim->to_string()),
+                             EBUSY);
+    }
+    OpenOptions open;
+    open.sysfs_root = options_.sysfs_root;
+    open.dev_root = options_.dev_root;
+    vfio::OpenedDevice opened = vfio::open_fds(address, open);
+    Claim c;
+    c.address = address;
+    c.client = client.fd.get();
+    c.pid = client.pid;
+    c.uid = client.who.uid;
+    c.user = client.who.user_name;
+    c.since = std::chrono::system_clock::now();
+    fds = {opened.container->fd(), opened.device_fd.get()};
+    c.opened = std::move(opened);
+    granted = true;
+    client.claim = address;
+    log_info("ring3d: {} claimed by {}", bdf, owner_text(c.pid, c.uid, c.user, c.since));
+    claims_.emplace(bdf, std::move(c));
+    ++stats_.claims;
+    return ok_reply({{"device", bdf}, {"fds", {"container", "device"}}});
+}
+
+std::string Server::list(const Client& client) const {
+    nlohmann::json devices = nlohmann::json::array();
+    for (const Managed& m : devices_) {
+        const std::string bdf = m.info.address.to_string();
+        nlohmann::json d = {
+            {"address", bdf},
+            {"id", fmt::format("{:04x}:{:04x}", m.info.vendor_id, m.info.device_id)},
+            {"class", fmt::format("{:06x}", m.info.class_code)},
+            {"driver", m.info.driver},
+            {"available", m.note.empty()},
+            {"note", m.note},
+        };
+        const DeviceRule* rule =
+            policy_.rule_for(m.info.address, m.info.vendor_id, m.info.device_id, m.info.class_code);
+        d["allowed"] = rule != nullptr && !policy_.refusal(*rule, client.who).has_value();
+        if (const auto found = claims_.find(bdf); found != claims_.end()) {
+            const Claim& c = found->second;
+            d["owner"] = {
+                {"pid", c.pid}, {"uid", c.uid}, {"user", c.user}, {"since", iso_time(c.since)}};
+        } else {
+            d["owner"] = nullptr;
+        }
+        devices.push_back(std::move(d));
+    }
+    return ok_reply({{"devices", std::move(devices)}});
+}
+
+std::string Server::status() const {
+    return ok_reply({{"version", kProtocolVersion},
+                     {"pid", ::getpid()},
+                     {"policy", policy_.file},
+                     {"devices", devices_.size()},
+                     {"claims", claims_.size()},
+                     {"connections", clients_.size()},
+                     {"requests", stats_.requests},
+                     {"bad_requests", stats_.bad_requests}});
+}
+
+void Server::end_claim(const pci::Address& address, const char* why) {
+    const std::string bdf = address.to_string();
+    const auto found = claims_.find(bdf);
+    if (found == claims_.end()) {
+        return;
+    }
+    Claim c = std::move(found->second);
+    claims_.erase(found);
+    if (const auto client = clients_.find(c.client); client != clients_.end()) {
+        client->second.claim.reset();
+    }
+    log_info("ring3d: {} back from pid {} ({}); quiescing and resetting it", bdf, c.pid, why);
+    quiesce(address, std::move(c.opened));
+}
+
+void Server::drop(int fd) {
+    const auto found = clients_.find(fd);
+    if (found == clients_.end()) {
+        return;
+    }
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+    if (found->second.claim) {
+        end_claim(*found->second.claim, "its connection closed");
+    }
+    clients_.erase(fd);
+}
+
+void Server::reload() {
+    try {
+        Policy fresh = Policy::load(policy_.file);
+        policy_ = std::move(fresh);
+        log_info("ring3d: policy {} reloaded ({} rule(s))", policy_.file, policy_.devices.size());
+    } catch (const Error& e) {
+        log_error("ring3d: policy not reloaded, the old one stays: {}", e.what());
+    }
+}
+
+}  // namespace ring3::broker

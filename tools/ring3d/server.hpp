@@ -1,0 +1,100 @@
+// ring3d's server: the managed devices, the claims, and the protocol loop (protocol.hpp).
+// Single-threaded: one epoll loop over the listening socket, the clients and a signal fd.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ring3/broker/policy.hpp"
+#include "ring3/broker/protocol.hpp"
+#include "ring3/core/unique_fd.hpp"
+#include "ring3/device/vfio.hpp"
+#include "ring3/pci/sysfs.hpp"
+
+namespace ring3::broker {
+
+struct ServerOptions {
+    std::string policy_file;
+    std::string socket;  // path of the listening socket
+    std::string sysfs_root = "/sys";
+    std::string dev_root = "/dev";
+    bool bind = true;            // bind managed devices to vfio-pci at start
+    unsigned max_clients = 256;  // connections beyond are closed at once
+};
+
+class Server {
+  public:
+    Server(Policy policy, ServerOptions options);
+    ~Server();
+
+    // Finds the devices the policy names and (options.bind) binds them to vfio-pci; logs what it
+    // manages and what it cannot. Throws ring3::Error when the socket cannot be set up.
+    void prepare();
+    // Serves until SIGTERM or SIGINT (SIGHUP reloads the policy). Returns the exit status.
+    int run();
+
+    struct Stats {
+        std::uint64_t requests = 0;
+        std::uint64_t bad_requests = 0;
+        std::uint64_t claims = 0;
+        std::uint64_t releases = 0;
+        std::uint64_t clients = 0;  // connections accepted
+    };
+    const Stats& stats() const noexcept { return stats_; }
+
+  private:
+    struct Managed {
+        pci::DeviceInfo info;
+        std::string note;  // why it cannot be handed out ("" when it can)
+    };
+    struct Claim {
+        pci::Address address;
+        int client = -1;
+        pid_t pid = 0;
+        uid_t uid = 0;
+        std::string user;
+        std::chrono::system_clock::time_point since;
+        vfio::OpenedDevice opened;  // ring3d's own references, to quiesce the device
+    };
+    struct Client {
+        UniqueFd fd;
+        pid_t pid = 0;
+        Identity who;
+        std::optional<pci::Address> claim;
+    };
+
+    void accept_clients();
+    void serve(Client& client);
+    std::string handle(Client& client, const Request& request, std::vector<int>& fds,
+                       bool& granted);
+    std::string claim(Client& client, const pci::Address& address, std::vector<int>& fds,
+                      bool& granted);
+    std::string list(const Client& client) const;
+    std::string status() const;
+    void end_claim(const pci::Address& address, const char* why);
+    void drop(int fd);
+    void reload();
+    Managed* managed(const pci::Address& address);
+
+    Policy policy_;
+    ServerOptions options_;
+    UniqueFd listener_;
+    UniqueFd epoll_;
+    UniqueFd signals_;
+    std::vector<Managed> devices_;
+    std::map<int, Client> clients_;
+    std::map<std::string, Claim> claims_;  // by address
+    Stats stats_;
+};
+
+// A reply: {"ok":false,"error":...,"errno":N}.
+std::string error_reply(const std::string& message, int code);
+
+}  // namespace ring3::broker
