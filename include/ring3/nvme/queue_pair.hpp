@@ -13,6 +13,7 @@
 
 #include "ring3/core/cycle_clock.hpp"
 #include "ring3/dma/pool.hpp"
+#include "ring3/mmio/register.hpp"
 #include "ring3/nvme/spec.hpp"
 
 namespace ring3::nvme {
@@ -34,9 +35,10 @@ class QueuePair {
     // Called for each completed command with the slot's context and the completion entry.
     using Handler = void (*)(void* context, const CompletionEntry& entry);
 
-    // `entries`: ring size (2 .. CAP.MQES + 1). `sq_doorbell`/`cq_doorbell` point into BAR0.
+    // `entries`: ring size (2 .. CAP.MQES + 1). `sq_doorbell`/`cq_doorbell`: offsets of the
+    // doorbells in `doorbells` (BAR0, mapped or reached through region writes).
     QueuePair(dma::DmaPool& pool, std::uint16_t id, std::uint32_t entries,
-              volatile std::uint32_t* sq_doorbell, volatile std::uint32_t* cq_doorbell);
+              mmio::RegisterIo& doorbells, std::size_t sq_doorbell, std::size_t cq_doorbell);
     QueuePair(const QueuePair&) = delete;
     QueuePair& operator=(const QueuePair&) = delete;
 
@@ -110,8 +112,9 @@ class QueuePair {
     std::uint32_t entries_;
     dma::DmaBuffer sq_;
     dma::DmaBuffer cq_;
-    volatile std::uint32_t* sq_doorbell_;
-    volatile std::uint32_t* cq_doorbell_;
+    mmio::RegisterIo& doorbells_;
+    std::size_t sq_doorbell_;
+    std::size_t cq_doorbell_;
     std::uint32_t sq_tail_ = 0;
     std::uint32_t sq_tail_rung_ = 0;
     std::uint32_t cq_head_ = 0;

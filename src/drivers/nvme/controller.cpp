@@ -73,7 +73,7 @@ std::string AsyncEvent::describe() const {
 }
 
 Controller::Controller(Device& device, const ControllerOptions& options)
-    : device_(device), options_(options) {
+    : device_(device), options_(options), windows_(device) {
     if (!options_.clock.sleep) {
         options_.clock.sleep = [](std::chrono::microseconds us) {
             std::this_thread::sleep_for(us);
@@ -87,8 +87,7 @@ Controller::Controller(Device& device, const ControllerOptions& options)
                                          bar0.size),
                              ENODEV);
     }
-    bar_ = device.map_region(0);
-    registers_ = std::make_unique<mmio::MappedIo>(bar_.mapping.data(), bar_.mapping.size());
+    registers_ = windows_.open(0, 0, bar0.size);
 
     const auto cap = registers_->read<reg::Cap>();
     if (cap.raw() == ~0ull) {
@@ -127,9 +126,9 @@ Controller::Controller(Device& device, const ControllerOptions& options)
     mark(options_.timeline, "DMA arena");
     const std::uint32_t admin_entries =
         std::clamp<std::uint32_t>(options_.admin_entries, 2, std::min(max_queue_entries_, 4096u));
-    admin_ = std::make_unique<QueuePair>(*pool_, 0, admin_entries,
-                                         doorbell(reg::sq_tail_doorbell(0, doorbell_stride_)),
-                                         doorbell(reg::cq_head_doorbell(0, doorbell_stride_)));
+    admin_ = std::make_unique<QueuePair>(*pool_, 0, admin_entries, *registers_,
+                                         reg::sq_tail_doorbell(0, doorbell_stride_),
+                                         reg::cq_head_doorbell(0, doorbell_stride_));
     initialize({});
     mark(options_.timeline, "controller enable");
     identify();
@@ -151,10 +150,6 @@ Controller::~Controller() {
     if (arena_) {
         arena_->detach(device_.iova_space());
     }
-}
-
-volatile std::uint32_t* Controller::doorbell(std::size_t offset) noexcept {
-    return reinterpret_cast<volatile std::uint32_t*>(bar_.mapping.data() + offset);
 }
 
 const NamespaceInfo& Controller::namespace_info(std::uint32_t nsid) const {
@@ -560,9 +555,9 @@ std::unique_ptr<QueuePair> Controller::create_io_queue(std::uint16_t id, std::ui
                                          entries, max_queue_entries_),
                              EINVAL);
     }
-    auto queue = std::make_unique<QueuePair>(*pool_, id, entries,
-                                             doorbell(reg::sq_tail_doorbell(id, doorbell_stride_)),
-                                             doorbell(reg::cq_head_doorbell(id, doorbell_stride_)));
+    auto queue = std::make_unique<QueuePair>(*pool_, id, entries, *registers_,
+                                             reg::sq_tail_doorbell(id, doorbell_stride_),
+                                             reg::cq_head_doorbell(id, doorbell_stride_));
     register_io_queue(*queue, vector);
     return queue;
 }
