@@ -81,6 +81,9 @@ class QueuePair {
     bool stamp_and_find_oldest(CycleClock::time_point now, std::uint16_t& command_id,
                                CycleClock::time_point& stamped) noexcept;
 
+    // Keeps command `command_id` in flight (the controller still owns it) but forgets its handler
+    // and context: its completion is then consumed silently. For a waiter that gives up on it.
+    void detach(std::uint16_t command_id) noexcept;
     // Drops every command in flight, calling each handler with a synthesized completion whose
     // status is `status` (after a controller reset: the device no longer owns them).
     void fail_all(std::uint16_t status) noexcept;

@@ -43,6 +43,7 @@ double load_u128(const std::byte* data, std::size_t offset) {
 
 struct AdminWait {
     bool done = false;
+    int command_id = -1;
     CompletionEntry entry{};
 };
 
@@ -257,7 +258,7 @@ std::vector<CompletionEntry> Controller::admin_all(const std::vector<SubmissionE
     }
     std::vector<AdminWait> waits(commands.size());
     for (std::size_t i = 0; i < commands.size(); ++i) {
-        admin_->enqueue(commands[i], admin_done, &waits[i]);
+        waits[i].command_id = admin_->enqueue(commands[i], admin_done, &waits[i]);
     }
     admin_->ring_doorbell();
     const auto deadline = options_.clock.now() + options_.admin_timeout;
@@ -269,6 +270,13 @@ std::vector<CompletionEntry> Controller::admin_all(const std::vector<SubmissionE
     while (done < waits.size()) {
         if (admin_->process_completions() == 0) {
             if (options_.clock.now() > deadline) {
+                // The late commands stay the controller's, but `waits` dies with this frame:
+                // their completions (or a reset's fail_all) must not write into it.
+                for (const auto& wait : waits) {
+                    if (!wait.done && wait.command_id >= 0) {
+                        admin_->detach(static_cast<std::uint16_t>(wait.command_id));
+                    }
+                }
                 throw Error::invalid(
                     what, device_.name(),
                     waits.size() == 1

@@ -165,6 +165,13 @@ bool QueuePair::stamp_and_find_oldest(CycleClock::time_point now, std::uint16_t&
     return found;
 }
 
+void QueuePair::detach(std::uint16_t command_id) noexcept {
+    if (command_id < entries_ && slots_[command_id].busy) {
+        slots_[command_id].handler = [](void*, const CompletionEntry&) {};
+        slots_[command_id].context = nullptr;
+    }
+}
+
 void QueuePair::fail_all(std::uint16_t status) noexcept {
     for (std::uint32_t i = 0; i < entries_; ++i) {
         Slot& slot = slots_[i];
