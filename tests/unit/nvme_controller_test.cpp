@@ -141,6 +141,54 @@ TEST(NvmeController, ShutsDownAndDeletesItsQueuesWhenDestroyed) {
     EXPECT_EQ(cmds.back().second.opcode, admin::delete_io_cq);
 }
 
+TEST(NvmeController, InterruptModeSleepsOnTheQueueVector) {
+    BlockOptions options = small_options();
+    options.mode = irq::WaitMode::interrupt;
+    Rig rig(FakeNvme::Options(), options);
+    EXPECT_EQ(rig.model.device.enabled_vectors(IrqKind::msix), 2u);  // admin + one I/O queue
+    auto& q = rig.nvme->open_queue(0, 8, irq::WaitMode::interrupt);
+    // §5.4: PC, IEN, IV = 1 (vector 0 serves the admin queue).
+    EXPECT_EQ(rig.model.created.at(0).cdw11, 1u | 2u | (1u << 16));
+    auto buffer = rig.nvme->dma_pool().allocate(512, 512);
+    rig.model.serve = false;  // commands wait in the SQ until the test runs them
+    Completion c;
+    ASSERT_EQ(q.submit({block::Op::write, 1, 1, buffer.data(), &Completion::done, &c}), 0);
+    EXPECT_EQ(q.wait(1ms), 0u);
+    EXPECT_EQ(c.calls, 0);
+    rig.model.process(1);  // completes and raises vector 1
+    EXPECT_EQ(q.wait(1s), 1u);
+    EXPECT_EQ(c.calls, 1);
+    EXPECT_TRUE(c.status.ok());
+    rig.model.serve = true;  // the queues are deleted at the end
+}
+
+TEST(NvmeController, AnAdminCommandThatTimesOutLeavesNothingBehindThatCanBeWrittenLater) {
+    BlockOptions options = small_options();
+    options.controller.admin_timeout = 5ms;
+    Rig rig(FakeNvme::Options(), options);
+    auto& model = rig.model;
+    model.hold = [](std::uint16_t sq, const SubmissionEntry& c) {
+        return sq == 0 && c.opcode == admin::get_features;
+    };
+    const auto message =
+        ring3::testing::error_of([&] { rig.nvme->controller().get_feature(0x07); }, ETIMEDOUT);
+    EXPECT_EQ(message, "Get Features fake:nvme: no completion within 5 ms");
+    ASSERT_EQ(model.held.size(), 1u);
+    // The controller answers late: the waiter is gone, the completion is consumed quietly (it
+    // used to be written into the waiter's freed memory), and the admin queue goes on.
+    model.complete_held(0);
+    EXPECT_EQ(rig.nvme->controller().poll_admin(), 1u);
+    model.hold = [](std::uint16_t sq, const SubmissionEntry& c) {
+        return sq == 0 && c.opcode == admin::get_features;
+    };
+    EXPECT_EQ(
+        ring3::testing::error_of([&] { rig.nvme->controller().get_feature(0x07); }, ETIMEDOUT),
+        message);
+    model.hold = nullptr;
+    EXPECT_EQ(rig.nvme->controller().get_feature(0x07), 0u);
+    // The one still held is failed by the destructor's shutdown path, again into nothing.
+}
+
 // ---- data pointers: PRP1/PRP2, PRP lists, SGL ---------------------------------------------------
 
 TEST(NvmeDataPointer, PrpEntriesAndListsAreExact) {
@@ -402,6 +450,51 @@ TEST(NvmeRecovery, ATimeoutAbortsThenResetsFailsWhatWasInFlightAndRecreatesTheQu
     run_to_completion(q, {block::Op::read, 0, 1, buffer.data(), &Completion::done, &again}, again);
     EXPECT_TRUE(again.status.ok());
     EXPECT_EQ(model.device.peek<std::uint32_t>(0, 0x1008), 1u);
+}
+
+TEST(NvmeRecovery, AResetFailsTheOtherQueuesRequestsOnTheirNextPollAndRecreatesEveryQueue) {
+    BlockOptions options = small_options();
+    options.io_timeout = 5ms;
+    options.queues = 2;
+    Rig rig(FakeNvme::Options(), options);
+    auto& model = rig.model;
+    EXPECT_EQ(model.requested_queues, 2u);
+    auto& first = rig.nvme->open_queue(0, 8);
+    auto& second = rig.nvme->open_queue(1, 8);
+    ASSERT_EQ(model.created.size(), 4u);
+    auto buffer = rig.nvme->dma_pool().allocate(4096, 4096);
+    model.hold = [](std::uint16_t, const SubmissionEntry& c) { return c.opcode == io::read; };
+    Completion late, other;
+    ASSERT_EQ(first.submit({block::Op::read, 0, 1, buffer.data(), &Completion::done, &late}), 0);
+    ASSERT_EQ(
+        second.submit({block::Op::read, 8, 1, buffer.data() + 512, &Completion::done, &other}), 0);
+    for (int i = 0; i < 200 && late.calls == 0; ++i) {
+        first.wait(1ms);
+    }
+    ASSERT_EQ(late.calls, 1);
+    EXPECT_EQ(late.status.error, ETIMEDOUT);
+    // Queue 2's request is failed on queue 2's own thread, at its next poll.
+    EXPECT_EQ(other.calls, 0);
+    EXPECT_EQ(second.poll(), 1u);
+    ASSERT_EQ(other.calls, 1);
+    EXPECT_EQ(other.status.error, ECANCELED);
+    EXPECT_EQ(second.outstanding(), 0u);
+    // Both queue pairs were created again with the addresses and sizes of the first time.
+    ASSERT_EQ(model.created.size(), 8u);
+    for (std::size_t i = 0; i < 4; ++i) {
+        EXPECT_EQ(model.created[4 + i].opcode, model.created[i].opcode) << i;
+        EXPECT_EQ(model.created[4 + i].id, model.created[i].id) << i;
+        EXPECT_EQ(model.created[4 + i].address, model.created[i].address) << i;
+        EXPECT_EQ(model.created[4 + i].entries, model.created[i].entries) << i;
+        EXPECT_EQ(model.created[4 + i].cdw11, model.created[i].cdw11) << i;
+        EXPECT_EQ(model.created[4 + i].status, 0u) << i;
+    }
+    EXPECT_TRUE(model.io_sq_exists(2));
+    model.hold = nullptr;
+    Completion again;
+    run_to_completion(second, {block::Op::read, 8, 1, buffer.data(), &Completion::done, &again},
+                      again);
+    EXPECT_TRUE(again.status.ok());
 }
 
 TEST(NvmeRecovery, AnAbortTheControllerHonoursNeedsNoReset) {
