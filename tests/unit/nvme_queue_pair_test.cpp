@@ -51,11 +51,13 @@ class QueuePairTest : public ::testing::Test {
     std::size_t space = 0;
     std::optional<dma::DmaPool> pool;
     volatile std::uint32_t doorbells[2] = {0, 0};
+    mmio::MappedIo doorbell_io{
+        reinterpret_cast<std::byte*>(const_cast<std::uint32_t*>(&doorbells[0])), sizeof doorbells};
     std::vector<std::uint16_t> completed;
 };
 
 TEST_F(QueuePairTest, CompletesWhatWasSubmittedAndRingsTheDoorbells) {
-    QueuePair queue(*pool, 1, 8, &doorbells[0], &doorbells[1]);
+    QueuePair queue(*pool, 1, 8, doorbell_io, 0, 4);
     const int cid = submit(queue);
     ASSERT_GE(cid, 0);
     EXPECT_EQ(doorbells[0], 1u);  // SQ tail
@@ -69,7 +71,7 @@ TEST_F(QueuePairTest, CompletesWhatWasSubmittedAndRingsTheDoorbells) {
 }
 
 TEST_F(QueuePairTest, GarbageFromTheDeviceIsCountedNotTrusted) {
-    QueuePair queue(*pool, 1, 8, &doorbells[0], &doorbells[1]);
+    QueuePair queue(*pool, 1, 8, doorbell_io, 0, 4);
     const int cid = submit(queue);
     post(queue, 0, 200, 1, 1);                                  // id outside the table
     post(queue, 1, static_cast<std::uint16_t>(cid + 1), 1, 1);  // id not in flight
@@ -86,7 +88,7 @@ TEST_F(QueuePairTest, GarbageFromTheDeviceIsCountedNotTrusted) {
 }
 
 TEST_F(QueuePairTest, PhaseFlipsWhenTheRingWraps) {
-    QueuePair queue(*pool, 1, 4, &doorbells[0], &doorbells[1]);
+    QueuePair queue(*pool, 1, 4, doorbell_io, 0, 4);
     std::uint16_t phase = 1;
     for (std::uint32_t i = 0; i < 10; ++i) {
         const int cid = submit(queue);
@@ -104,7 +106,7 @@ TEST_F(QueuePairTest, PhaseFlipsWhenTheRingWraps) {
 }
 
 TEST_F(QueuePairTest, FullQueueRefusesAndLazyDoorbellFreesRoomWhenNeeded) {
-    QueuePair queue(*pool, 1, 8, &doorbells[0], &doorbells[1]);
+    QueuePair queue(*pool, 1, 8, doorbell_io, 0, 4);
     queue.set_lazy_completion_doorbell(true);
     std::vector<int> ids;
     for (int i = 0; i < 7; ++i) {
@@ -120,7 +122,7 @@ TEST_F(QueuePairTest, FullQueueRefusesAndLazyDoorbellFreesRoomWhenNeeded) {
 }
 
 TEST_F(QueuePairTest, FailAllCompletesEverythingInFlight) {
-    QueuePair queue(*pool, 1, 8, &doorbells[0], &doorbells[1]);
+    QueuePair queue(*pool, 1, 8, doorbell_io, 0, 4);
     submit(queue);
     submit(queue);
     queue.fail_all(0x0008);

@@ -13,6 +13,7 @@
 
 #include "ring3/core/timeline.hpp"
 #include "ring3/device/device.hpp"
+#include "ring3/device/register_window.hpp"
 #include "ring3/dma/pool.hpp"
 #include "ring3/irq/interrupt.hpp"
 #include "ring3/mmio/register.hpp"
@@ -179,8 +180,9 @@ class Controller {
     // Normal shutdown (§3.6.1): CC.SHN = 01b, wait for CSTS.SHST = 10b.
     void shutdown() noexcept;
 
+    // BAR0: mapped when the backend can map it, else every access (doorbells included) is a
+    // Device::region_read/region_write call.
     mmio::RegisterIo& registers() noexcept { return *registers_; }
-    volatile std::uint32_t* doorbell(std::size_t offset) noexcept;
 
   private:
     void initialize(const std::function<void()>& when_disabled);
@@ -192,7 +194,7 @@ class Controller {
 
     Device& device_;
     ControllerOptions options_;
-    RegionMapping bar_;
+    RegisterWindows windows_;
     std::unique_ptr<mmio::RegisterIo> registers_;
     std::unique_ptr<dma::DmaArena> arena_;
     std::size_t space_index_ = 0;

@@ -13,6 +13,7 @@
 
 #include "ring3/core/cycle_clock.hpp"
 #include "ring3/dma/pool.hpp"
+#include "ring3/mmio/register.hpp"
 #include "ring3/nvme/spec.hpp"
 
 namespace ring3::nvme {
@@ -34,9 +35,10 @@ class QueuePair {
     // Called for each completed command with the slot's context and the completion entry.
     using Handler = void (*)(void* context, const CompletionEntry& entry);
 
-    // `entries`: ring size (2 .. CAP.MQES + 1). `sq_doorbell`/`cq_doorbell` point into BAR0.
+    // `entries`: ring size (2 .. CAP.MQES + 1). `sq_doorbell`/`cq_doorbell`: offsets of the
+    // doorbells in `doorbells` (BAR0, mapped or reached through region writes).
     QueuePair(dma::DmaPool& pool, std::uint16_t id, std::uint32_t entries,
-              volatile std::uint32_t* sq_doorbell, volatile std::uint32_t* cq_doorbell);
+              mmio::RegisterIo& doorbells, std::size_t sq_doorbell, std::size_t cq_doorbell);
     QueuePair(const QueuePair&) = delete;
     QueuePair& operator=(const QueuePair&) = delete;
 
@@ -79,6 +81,9 @@ class QueuePair {
     bool stamp_and_find_oldest(CycleClock::time_point now, std::uint16_t& command_id,
                                CycleClock::time_point& stamped) noexcept;
 
+    // Keeps command `command_id` in flight (the controller still owns it) but forgets its handler
+    // and context: its completion is then consumed silently. For a waiter that gives up on it.
+    void detach(std::uint16_t command_id) noexcept;
     // Drops every command in flight, calling each handler with a synthesized completion whose
     // status is `status` (after a controller reset: the device no longer owns them).
     void fail_all(std::uint16_t status) noexcept;
@@ -110,8 +115,9 @@ class QueuePair {
     std::uint32_t entries_;
     dma::DmaBuffer sq_;
     dma::DmaBuffer cq_;
-    volatile std::uint32_t* sq_doorbell_;
-    volatile std::uint32_t* cq_doorbell_;
+    mmio::RegisterIo& doorbells_;
+    std::size_t sq_doorbell_;
+    std::size_t cq_doorbell_;
     std::uint32_t sq_tail_ = 0;
     std::uint32_t sq_tail_rung_ = 0;
     std::uint32_t cq_head_ = 0;

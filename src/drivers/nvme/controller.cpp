@@ -43,6 +43,7 @@ double load_u128(const std::byte* data, std::size_t offset) {
 
 struct AdminWait {
     bool done = false;
+    int command_id = -1;
     CompletionEntry entry{};
 };
 
@@ -73,7 +74,7 @@ std::string AsyncEvent::describe() const {
 }
 
 Controller::Controller(Device& device, const ControllerOptions& options)
-    : device_(device), options_(options) {
+    : device_(device), options_(options), windows_(device) {
     if (!options_.clock.sleep) {
         options_.clock.sleep = [](std::chrono::microseconds us) {
             std::this_thread::sleep_for(us);
@@ -87,8 +88,7 @@ Controller::Controller(Device& device, const ControllerOptions& options)
                                          bar0.size),
                              ENODEV);
     }
-    bar_ = device.map_region(0);
-    registers_ = std::make_unique<mmio::MappedIo>(bar_.mapping.data(), bar_.mapping.size());
+    registers_ = windows_.open(0, 0, bar0.size);
 
     const auto cap = registers_->read<reg::Cap>();
     if (cap.raw() == ~0ull) {
@@ -127,9 +127,9 @@ Controller::Controller(Device& device, const ControllerOptions& options)
     mark(options_.timeline, "DMA arena");
     const std::uint32_t admin_entries =
         std::clamp<std::uint32_t>(options_.admin_entries, 2, std::min(max_queue_entries_, 4096u));
-    admin_ = std::make_unique<QueuePair>(*pool_, 0, admin_entries,
-                                         doorbell(reg::sq_tail_doorbell(0, doorbell_stride_)),
-                                         doorbell(reg::cq_head_doorbell(0, doorbell_stride_)));
+    admin_ = std::make_unique<QueuePair>(*pool_, 0, admin_entries, *registers_,
+                                         reg::sq_tail_doorbell(0, doorbell_stride_),
+                                         reg::cq_head_doorbell(0, doorbell_stride_));
     initialize({});
     mark(options_.timeline, "controller enable");
     identify();
@@ -151,10 +151,6 @@ Controller::~Controller() {
     if (arena_) {
         arena_->detach(device_.iova_space());
     }
-}
-
-volatile std::uint32_t* Controller::doorbell(std::size_t offset) noexcept {
-    return reinterpret_cast<volatile std::uint32_t*>(bar_.mapping.data() + offset);
 }
 
 const NamespaceInfo& Controller::namespace_info(std::uint32_t nsid) const {
@@ -262,7 +258,7 @@ std::vector<CompletionEntry> Controller::admin_all(const std::vector<SubmissionE
     }
     std::vector<AdminWait> waits(commands.size());
     for (std::size_t i = 0; i < commands.size(); ++i) {
-        admin_->enqueue(commands[i], admin_done, &waits[i]);
+        waits[i].command_id = admin_->enqueue(commands[i], admin_done, &waits[i]);
     }
     admin_->ring_doorbell();
     const auto deadline = options_.clock.now() + options_.admin_timeout;
@@ -274,6 +270,13 @@ std::vector<CompletionEntry> Controller::admin_all(const std::vector<SubmissionE
     while (done < waits.size()) {
         if (admin_->process_completions() == 0) {
             if (options_.clock.now() > deadline) {
+                // The late commands stay the controller's, but `waits` dies with this frame:
+                // their completions (or a reset's fail_all) must not write into it.
+                for (const auto& wait : waits) {
+                    if (!wait.done && wait.command_id >= 0) {
+                        admin_->detach(static_cast<std::uint16_t>(wait.command_id));
+                    }
+                }
                 throw Error::invalid(
                     what, device_.name(),
                     waits.size() == 1
@@ -560,9 +563,9 @@ std::unique_ptr<QueuePair> Controller::create_io_queue(std::uint16_t id, std::ui
                                          entries, max_queue_entries_),
                              EINVAL);
     }
-    auto queue = std::make_unique<QueuePair>(*pool_, id, entries,
-                                             doorbell(reg::sq_tail_doorbell(id, doorbell_stride_)),
-                                             doorbell(reg::cq_head_doorbell(id, doorbell_stride_)));
+    auto queue = std::make_unique<QueuePair>(*pool_, id, entries, *registers_,
+                                             reg::sq_tail_doorbell(id, doorbell_stride_),
+                                             reg::cq_head_doorbell(id, doorbell_stride_));
     register_io_queue(*queue, vector);
     return queue;
 }

@@ -11,8 +11,12 @@
 namespace ring3::nvme {
 
 QueuePair::QueuePair(dma::DmaPool& pool, std::uint16_t id, std::uint32_t entries,
-                     volatile std::uint32_t* sq_doorbell, volatile std::uint32_t* cq_doorbell)
-    : id_(id), entries_(entries), sq_doorbell_(sq_doorbell), cq_doorbell_(cq_doorbell) {
+                     mmio::RegisterIo& doorbells, std::size_t sq_doorbell, std::size_t cq_doorbell)
+    : id_(id),
+      entries_(entries),
+      doorbells_(doorbells),
+      sq_doorbell_(sq_doorbell),
+      cq_doorbell_(cq_doorbell) {
     if (entries < 2 || entries > 65536) {
         throw Error::invalid("create NVMe queue pair", fmt::format("{}", id),
                              fmt::format("{} entries; a queue has 2 to 65536", entries));
@@ -57,7 +61,7 @@ void QueuePair::ring_doorbell() noexcept {
         return;
     }
     std::atomic_thread_fence(std::memory_order_release);
-    *sq_doorbell_ = sq_tail_;
+    doorbells_.write32(sq_doorbell_, sq_tail_);
     sq_tail_rung_ = sq_tail_;
     ++counters_.sq_doorbells;
 }
@@ -78,7 +82,7 @@ void QueuePair::report(const char* what, std::uint64_t count, std::uint32_t valu
 }
 
 void QueuePair::acknowledge_completions() noexcept {
-    *cq_doorbell_ = cq_head_;  // §3.3.1.2: release the consumed entries
+    doorbells_.write32(cq_doorbell_, cq_head_);  // §3.3.1.2: release the consumed entries
     unacknowledged_ = 0;
     ++counters_.cq_doorbells;
 }
@@ -159,6 +163,13 @@ bool QueuePair::stamp_and_find_oldest(CycleClock::time_point now, std::uint16_t&
         }
     }
     return found;
+}
+
+void QueuePair::detach(std::uint16_t command_id) noexcept {
+    if (command_id < entries_ && slots_[command_id].busy) {
+        slots_[command_id].handler = [](void*, const CompletionEntry&) {};
+        slots_[command_id].context = nullptr;
+    }
 }
 
 void QueuePair::fail_all(std::uint16_t status) noexcept {
