@@ -1,7 +1,7 @@
 # ring3 — the two commands a user needs are `make demo` and `make test` (see README.md).
 # Everything else here is a building block of those two.
 
-.PHONY: all deps build demo test check format format-check clean bench bench-nvme
+.PHONY: all deps build demo test check format format-check clean bench bench-nvme bench-blk bench-net
 
 all: build
 
@@ -27,6 +27,15 @@ bench: build
 # ring3's NVMe driver against the kernel's nvme + fio (io_uring) in one QEMU guest boot (root, ~5 min).
 bench-nvme: build
 	bench/guest-nvme/run build/gcc
+
+# The same for virtio-blk: the kernel's virtio_blk + fio (io_uring) against ring3 perf blk (root, ~5 min).
+bench-blk: build
+	bench/guest-blk/run build/gcc
+
+# virtio-net transmit: the kernel's pktgen through virtio_net against ring3 perf net --tx, 64-byte
+# frames, in one QEMU guest boot (root, ~3 min).
+bench-net: build
+	bench/guest-net/run build/gcc
 
 format:
 	git ls-files '*.cpp' '*.hpp' | xargs clang-format -i
