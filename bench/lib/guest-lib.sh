@@ -52,12 +52,13 @@ driver_of() {
 }
 
 wait_for() {  # wait_for SECONDS WHAT CMD...: poll CMD every 0.1 s
-  limit=$1 what=$2
+  # Locals: a caller's $limit (a run's time limit) must survive the wait.
+  local wait_limit=$1 what=$2 tries
   shift 2
-  tries=$((limit * 10))
+  tries=$((wait_limit * 10))
   while ! "$@" >/dev/null 2>&1; do
     tries=$((tries - 1))
-    [ $tries -gt 0 ] || fail "timed out after ${limit}s waiting for $what"
+    [ $tries -gt 0 ] || fail "timed out after ${wait_limit}s waiting for $what"
     sleep 0.1
   done
 }

@@ -1,5 +1,7 @@
-// NVMe controller bring-up and admin commands. NVM Express Base Specification 2.0:
-// §3.5.1 (controller initialization), §3.6.1 (shutdown), §5 (admin commands).
+// NVMe controller lifecycle: bring-up, the admin queue (submission and waiting), I/O queue
+// creation and deletion, asynchronous events, reset and shutdown. NVM Express Base Specification
+// 2.0: §3.5.1 (controller initialization), §3.6.1 (shutdown), §5 (admin commands). Identify is
+// decoded in identify.cpp, features and log pages in admin_commands.cpp.
 #include "ring3/nvme/controller.hpp"
 
 #include <fmt/core.h>
@@ -12,34 +14,10 @@
 #include "ring3/core/log.hpp"
 #include "ring3/nvme/initializer.hpp"
 
+#include "admin_data.hpp"
+
 namespace ring3::nvme {
 namespace {
-
-std::string trimmed_text(const std::byte* data, std::size_t length) {
-    std::string text(reinterpret_cast<const char*>(data), length);
-    const auto end = text.find_last_not_of(std::string(" \0", 2));
-    text.erase(end == std::string::npos ? 0 : end + 1);
-    for (char& c : text) {
-        if (c < 0x20 || c > 0x7e) {
-            c = '?';  // a device's strings are hostile input: keep them printable
-        }
-    }
-    return text;
-}
-
-template <typename T>
-T load(const std::byte* data, std::size_t offset) {
-    T value;
-    std::memcpy(&value, data + offset, sizeof value);
-    return value;
-}
-
-// A 128-bit little-endian counter as a double (SMART counters, §5.16.1.3).
-double load_u128(const std::byte* data, std::size_t offset) {
-    const auto low = load<std::uint64_t>(data, offset);
-    const auto high = load<std::uint64_t>(data, offset + 8);
-    return static_cast<double>(high) * 18446744073709551616.0 + static_cast<double>(low);
-}
 
 struct AdminWait {
     bool done = false;
@@ -55,23 +33,8 @@ void admin_done(void* context, const CompletionEntry& entry) {
 
 }  // namespace
 
-std::string AsyncEvent::describe() const {
-    static constexpr const char* kTypes[] = {"error",           "SMART/health",   "notice",
-                                             "type 3",          "type 4",         "type 5",
-                                             "I/O command set", "vendor specific"};
-    std::string text = fmt::format(
-        "asynchronous event: {} (type {}), info {:#04x}, log page "
-        "{:#04x}",
-        kTypes[type & 7], type, info, log_page);
-    if (type == 1) {
-        static constexpr const char* kHealth[] = {"reliability degraded", "temperature threshold",
-                                                  "spare below threshold"};
-        if (info < 3) {
-            text += fmt::format(" ({})", kHealth[info]);
-        }
-    }
-    return text;
-}
+using detail::expect_success;
+using detail::load;
 
 Controller::Controller(Device& device, const ControllerOptions& options)
     : device_(device), options_(options), windows_(device) {
@@ -153,23 +116,6 @@ Controller::~Controller() {
     }
 }
 
-const NamespaceInfo& Controller::namespace_info(std::uint32_t nsid) const {
-    for (const auto& ns : namespaces_) {
-        if (ns.id == nsid) {
-            return ns;
-        }
-    }
-    std::string ids;
-    for (const auto& ns : namespaces_) {
-        ids += fmt::format("{}{}", ids.empty() ? "" : ", ", ns.id);
-    }
-    throw Error::invalid(
-        fmt::format("namespace {}", nsid), device_.name(),
-        fmt::format("not an active namespace (active: {})", ids.empty() ? "none" : ids), ENODEV);
-}
-
-// §3.5.1 by the steppable Initializer, sleeping between the steps that wait. `when_disabled` runs
-// once the controller reads CSTS.RDY = 0, before the admin queue is programmed again.
 void Controller::initialize(const std::function<void()>& when_disabled) {
     Initializer init(*registers_, {admin_->sq_iova(), admin_->cq_iova(), admin_->entries()});
     bool disabled = false;
@@ -298,260 +244,6 @@ std::vector<CompletionEntry> Controller::admin_all(const std::vector<SubmissionE
         entries.push_back(wait.entry);
     }
     return entries;
-}
-
-namespace {
-
-void expect_success(const CompletionEntry& entry, const char* what, const std::string& device) {
-    const StatusField status{static_cast<std::uint16_t>(entry.status >> 1)};
-    if (!status.ok()) {
-        throw Error::invalid(what, device, status_name(status.code_and_type()), EIO);
-    }
-}
-
-SubmissionEntry identify_command(std::uint32_t cns, std::uint32_t nsid, std::uint64_t iova) {
-    SubmissionEntry command{};
-    command.opcode = admin::identify;
-    command.nsid = nsid;
-    command.dptr[0] = iova;
-    command.cdw10 = cns;
-    return command;
-}
-
-// §5.17.2.3: descriptors of (type, length, 2 reserved bytes, value) until a type of 0. The
-// device wrote it: every length is checked against the page.
-std::uint8_t command_set_of(const std::byte* page, std::size_t size) {
-    std::size_t at = 0;
-    while (at + 4 <= size) {
-        const auto type = static_cast<std::uint8_t>(page[at]);
-        const auto length = static_cast<std::uint8_t>(page[at + 1]);
-        if (type == 0 || at + 4 + length > size) {
-            break;
-        }
-        if (type == descriptor::command_set && length == 1) {
-            return static_cast<std::uint8_t>(page[at + 4]);
-        }
-        at += 4 + length;
-    }
-    return csi::nvm;  // no descriptor: the NVM command set (controllers before 1.4)
-}
-
-}  // namespace
-
-// §5.17: Identify Controller and the active namespace list are independent, so they go with one
-// doorbell write; then each namespace's Identify Namespace and descriptor list, all together.
-void Controller::identify() {
-    auto controller_page = pool_->allocate(4096, 4096);
-    auto list_page = pool_->allocate(4096, 4096);
-    const auto first = admin_all({identify_command(cns::controller, 0, controller_page.iova()),
-                                  identify_command(cns::active_namespaces, 0, list_page.iova())},
-                                 "Identify Controller and Active Namespace List");
-    expect_success(first[0], "Identify Controller", device_.name());
-    expect_success(first[1], "Identify Active Namespace List", device_.name());
-    const std::byte* d = controller_page.data();
-    info_.vendor_id = load<std::uint16_t>(d, 0);
-    info_.subsystem_vendor_id = load<std::uint16_t>(d, 2);
-    info_.serial = trimmed_text(d + 4, 20);
-    info_.model = trimmed_text(d + 24, 40);
-    info_.firmware = trimmed_text(d + 64, 8);
-    info_.mdts = load<std::uint8_t>(d, 77);
-    info_.controller_id = load<std::uint16_t>(d, 78);
-    info_.version = load<std::uint32_t>(d, 80);
-    info_.oacs = load<std::uint16_t>(d, 256);
-    info_.abort_limit = load<std::uint8_t>(d, 258);
-    info_.async_event_limit = load<std::uint8_t>(d, 259);
-    info_.log_page_attributes = load<std::uint8_t>(d, 261);
-    info_.error_log_entries = load<std::uint8_t>(d, 262);
-    info_.max_commands = load<std::uint16_t>(d, 514);
-    info_.namespace_count = load<std::uint32_t>(d, 516);
-    info_.oncs = load<std::uint16_t>(d, 520);
-    info_.volatile_write_cache = (load<std::uint8_t>(d, 525) & 1u) != 0;
-    info_.sgl_support = load<std::uint32_t>(d, 536);
-    info_.subsystem_nqn = trimmed_text(d + 768, 256);
-    // MDTS is in units of the minimum page size (4 KiB here); 0 means no limit, which we cap at
-    // 2 MiB so one PRP list page always suffices.
-    const std::uint64_t limit =
-        info_.mdts == 0 || info_.mdts > 9 ? (2u << 20) : (4096ull << info_.mdts);
-    max_transfer_ = static_cast<std::uint32_t>(limit);
-
-    // The descriptor list is mandatory from NVMe 1.3 on; older controllers only have NVM.
-    const bool descriptors = info_.version >= 0x00010300;
-    const std::vector<std::uint32_t> ids = parse_namespace_list(list_page.data());
-    namespaces_.clear();
-    const std::size_t per_batch = std::max<std::size_t>(1, admin_->free_slots() / 2);
-    for (std::size_t from = 0; from < ids.size(); from += per_batch) {
-        const std::size_t count = std::min(per_batch, ids.size() - from);
-        std::vector<dma::DmaBuffer> pages;
-        std::vector<SubmissionEntry> commands;
-        for (std::size_t i = 0; i < count; ++i) {
-            pages.push_back(pool_->allocate(4096, 4096));
-            commands.push_back(
-                identify_command(cns::namespace_, ids[from + i], pages.back().iova()));
-            if (descriptors) {
-                pages.push_back(pool_->allocate(4096, 4096));
-                commands.push_back(identify_command(cns::namespace_descriptors, ids[from + i],
-                                                    pages.back().iova()));
-            }
-        }
-        const auto done = admin_all(commands, "Identify Namespace");
-        const std::size_t stride = descriptors ? 2 : 1;
-        for (std::size_t i = 0; i < count; ++i) {
-            const std::uint32_t nsid = ids[from + i];
-            expect_success(done[i * stride], "Identify Namespace", device_.name());
-            NamespaceInfo ns = decode_namespace(nsid, pages[i * stride].data());
-            if (descriptors) {
-                const CompletionEntry& entry = done[i * stride + 1];
-                if (StatusField{static_cast<std::uint16_t>(entry.status >> 1)}.ok()) {
-                    ns.command_set = command_set_of(pages[i * stride + 1].data(), 4096);
-                }
-            }
-            if (ns.size == 0) {
-                log_warn("{}: namespace {} reports size 0; ignored", device_.name(), nsid);
-                continue;
-            }
-            namespaces_.push_back(std::move(ns));
-        }
-    }
-}
-
-std::vector<std::uint32_t> Controller::parse_namespace_list(const std::byte* page) const {
-    std::vector<std::uint32_t> ids;
-    std::uint32_t previous = 0;
-    for (std::size_t i = 0; i < 1024; ++i) {
-        const auto nsid = load<std::uint32_t>(page, i * 4);
-        if (nsid == 0) {
-            break;
-        }
-        // §5.17.2.2: the list is in increasing order; anything else is garbage.
-        if (nsid <= previous || nsid == 0xffffffff) {
-            log_warn("{}: active namespace list is not increasing at entry {} ({}); truncated",
-                     device_.name(), i, nsid);
-            break;
-        }
-        ids.push_back(nsid);
-        previous = nsid;
-    }
-    return ids;
-}
-
-std::vector<std::uint32_t> Controller::active_namespaces() {
-    auto page = pool_->allocate(4096, 4096);
-    admin(identify_command(cns::active_namespaces, 0, page.iova()),
-          "Identify Active Namespace List");
-    return parse_namespace_list(page.data());
-}
-
-NamespaceInfo Controller::identify_namespace(std::uint32_t nsid) {
-    auto page = pool_->allocate(4096, 4096);
-    admin(identify_command(cns::namespace_, nsid, page.iova()), "Identify Namespace");
-    return decode_namespace(nsid, page.data());
-}
-
-// NVM Command Set 1.0 §4.1.5.1.
-NamespaceInfo Controller::decode_namespace(std::uint32_t nsid, const std::byte* d) const {
-    NamespaceInfo ns;
-    ns.id = nsid;
-    ns.size = load<std::uint64_t>(d, 0);
-    ns.capacity = load<std::uint64_t>(d, 8);
-    ns.utilization = load<std::uint64_t>(d, 16);
-    const unsigned count = load<std::uint8_t>(d, 25) + 1u;  // NLBAF is 0-based
-    const std::uint8_t flbas = load<std::uint8_t>(d, 26);
-    ns.format_index = (flbas & 0xfu) | ((flbas >> 1) & 0x30u);
-    ns.metadata_extended = (flbas & 0x10u) != 0;
-    ns.protection = load<std::uint8_t>(d, 29) & 0x7u;
-    for (unsigned i = 0; i < count && i < 64; ++i) {
-        const auto word = load<std::uint32_t>(d, 128 + 4 * i);
-        LbaFormat format;
-        format.metadata_size = static_cast<std::uint16_t>(word & 0xffff);
-        const unsigned lbads = (word >> 16) & 0xff;
-        format.data_size = lbads >= 9 && lbads < 32 ? 1u << lbads : 0;
-        format.relative_performance = static_cast<std::uint8_t>((word >> 24) & 3);
-        ns.formats.push_back(format);
-    }
-    if (ns.format_index >= ns.formats.size() || ns.block_size() == 0) {
-        throw Error::invalid(fmt::format("identify namespace {}", nsid), device_.name(),
-                             fmt::format("the formatted LBA format {} is invalid ({} formats)",
-                                         ns.format_index, ns.formats.size()),
-                             EIO);
-    }
-    return ns;
-}
-
-unsigned Controller::set_queue_count(unsigned wanted) {
-    queues_requested_ = wanted;
-    SubmissionEntry command{};
-    command.opcode = admin::set_features;
-    command.cdw10 = feature::number_of_queues;
-    command.cdw11 = ((wanted - 1) << 16) | (wanted - 1);  // NCQR, NSQR: 0-based
-    const CompletionEntry done = admin(command, "Set Features (Number of Queues)");
-    const unsigned sqs = (done.dw0 & 0xffff) + 1;
-    const unsigned cqs = (done.dw0 >> 16) + 1;
-    return std::min({sqs, cqs, wanted});
-}
-
-void Controller::set_interrupt_coalescing(unsigned threshold, unsigned time_100us) {
-    SubmissionEntry command{};
-    command.opcode = admin::set_features;
-    command.cdw10 = feature::interrupt_coalescing;
-    command.cdw11 = ((time_100us & 0xff) << 8) | (threshold & 0xff);
-    admin(command, "Set Features (Interrupt Coalescing)");
-}
-
-std::uint32_t Controller::get_feature(std::uint32_t feature_id) {
-    SubmissionEntry command{};
-    command.opcode = admin::get_features;
-    command.cdw10 = feature_id;
-    return admin(command, "Get Features").dw0;
-}
-
-SmartLog Controller::smart_log() {
-    auto page = pool_->allocate(512, 4096);
-    SubmissionEntry command{};
-    command.opcode = admin::get_log_page;
-    command.nsid = 0xffffffff;  // the controller as a whole
-    command.dptr[0] = page.iova();
-    command.cdw10 = log_page::smart_health | ((512 / 4 - 1) << 16);  // NUMDL, 0-based dwords
-    admin(command, "Get Log Page (SMART / Health Information)");
-    const std::byte* d = page.data();
-    SmartLog log;
-    log.critical_warning = load<std::uint8_t>(d, 0);
-    log.temperature_kelvin = load<std::uint16_t>(d, 1);
-    log.available_spare = load<std::uint8_t>(d, 3);
-    log.available_spare_threshold = load<std::uint8_t>(d, 4);
-    log.percentage_used = load<std::uint8_t>(d, 5);
-    log.data_units_read = load_u128(d, 32);
-    log.data_units_written = load_u128(d, 48);
-    log.host_read_commands = load_u128(d, 64);
-    log.host_write_commands = load_u128(d, 80);
-    log.power_cycles = load_u128(d, 112);
-    log.power_on_hours = load_u128(d, 128);
-    log.unsafe_shutdowns = load_u128(d, 144);
-    log.media_errors = load_u128(d, 160);
-    log.error_log_entries = load_u128(d, 176);
-    return log;
-}
-
-std::vector<std::vector<std::byte>> Controller::error_log(unsigned entries) {
-    entries = std::clamp(entries, 1u, 64u);
-    auto page = pool_->allocate(64 * entries, 4096);
-    SubmissionEntry command{};
-    command.opcode = admin::get_log_page;
-    command.nsid = 0xffffffff;
-    command.dptr[0] = page.iova();
-    command.cdw10 = log_page::error_information | ((64 * entries / 4 - 1) << 16);
-    admin(command, "Get Log Page (Error Information)");
-    std::vector<std::vector<std::byte>> result;
-    for (unsigned i = 0; i < entries; ++i) {
-        result.emplace_back(page.data() + 64 * i, page.data() + 64 * (i + 1));
-    }
-    return result;
-}
-
-std::uint32_t Controller::abort(std::uint16_t sq_id, std::uint16_t command_id) {
-    SubmissionEntry command{};
-    command.opcode = admin::abort;
-    command.cdw10 = (static_cast<std::uint32_t>(command_id) << 16) | sq_id;
-    return admin(command, "Abort").dw0;
 }
 
 std::unique_ptr<QueuePair> Controller::create_io_queue(std::uint16_t id, std::uint32_t entries,
