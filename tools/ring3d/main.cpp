@@ -69,6 +69,7 @@ int main(int argc, char** argv) {
     CLI11_PARSE(app, argc, argv);
     options.bind = !no_bind;
     options.socket = broker::socket_path(options.socket);
+    options.state_file = options.socket + ".claims";
     options.policy_file = config;
     if (std::getenv("RING3_LOG") == nullptr) {
         set_log_level(LogLevel::info);

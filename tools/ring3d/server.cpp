@@ -7,12 +7,16 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "ring3/core/error.hpp"
 #include "ring3/core/log.hpp"
@@ -183,6 +187,91 @@ void Server::prepare() {
     }
     add_to_epoll(epoll_.get(), listener_.get(), kListenerTag);
     add_to_epoll(epoll_.get(), signals_.get(), kSignalTag);
+    recover_claims();
+}
+
+// The claims, as a restarted ring3d needs them: written atomically (a new file renamed over the
+// old) after every change.
+void Server::save_claims() const {
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& [bdf, c] : claims_) {
+        list.push_back(
+            {{"address", bdf},
+             {"pid", c.pid},
+             {"uid", c.uid},
+             {"user", c.user},
+             {"since", std::chrono::duration_cast<std::chrono::seconds>(c.since.time_since_epoch())
+                           .count()}});
+    }
+    const std::string temporary = options_.state_file + ".new";
+    {
+        std::ofstream out(temporary, std::ios::trunc);
+        out << list.dump() << "\n";
+        if (!out) {
+            log_warn("ring3d: cannot record the claims in {}", temporary);
+            return;
+        }
+    }
+    if (std::rename(temporary.c_str(), options_.state_file.c_str()) != 0) {
+        log_warn("ring3d: cannot record the claims in {}: {}", options_.state_file,
+                 std::strerror(errno));
+    }
+}
+
+// After a restart: a claim whose owner still runs is kept (ring3 ps shows it, a second claim is
+// refused) and its owner watched; one whose owner is gone is ended now (its device quiesced).
+void Server::recover_claims() {
+    std::ifstream in(options_.state_file);
+    if (!in) {
+        return;
+    }
+    std::stringstream text;
+    text << in.rdbuf();
+    const nlohmann::json list = nlohmann::json::parse(text.str(), nullptr, false);
+    if (!list.is_array()) {
+        log_warn("ring3d: {} is not a claims record; ignored", options_.state_file);
+        return;
+    }
+    for (const auto& entry : list) {
+        try {
+            const pci::Address address =
+                pci::Address::parse(entry.at("address").get<std::string>());
+            Claim c;
+            c.address = address;
+            c.pid = entry.at("pid").get<pid_t>();
+            c.uid = entry.at("uid").get<uid_t>();
+            c.user = entry.at("user").get<std::string>();
+            c.since = std::chrono::system_clock::time_point(
+                std::chrono::seconds(entry.at("since").get<std::int64_t>()));
+            const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, c.pid, 0));
+            if (pidfd < 0 || managed(address) == nullptr) {
+                if (pidfd >= 0) {
+                    ::close(pidfd);
+                }
+                log_info("ring3d: the recorded owner of {} (pid {}) is gone; quiescing it",
+                         address.to_string(), c.pid);
+                OpenOptions open;
+                open.sysfs_root = options_.sysfs_root;
+                open.dev_root = options_.dev_root;
+                try {
+                    quiesce(address, vfio::open_fds(address, open));
+                } catch (const std::exception& e) {
+                    log_warn("ring3d: {}: {}", address.to_string(), e.what());
+                }
+                continue;
+            }
+            c.pidfd = UniqueFd(pidfd);
+            add_to_epoll(epoll_.get(), pidfd, 0);
+            watched_.emplace(pidfd, address.to_string());
+            log_info("ring3d: {} is still held by {} (recovered)", address.to_string(),
+                     owner_text(c.pid, c.uid, c.user, c.since));
+            claims_.emplace(address.to_string(), std::move(c));
+        } catch (const std::exception& e) {
+            log_warn("ring3d: a recorded claim in {} is unreadable ({}); ignored",
+                     options_.state_file, e.what());
+        }
+    }
+    save_claims();
 }
 
 int Server::run() {
@@ -212,6 +301,12 @@ int Server::run() {
                         return 0;
                     }
                 }
+            } else if (auto owner = watched_.find(tag); owner != watched_.end()) {
+                // A recovered claim's owner exited.
+                const std::string bdf = owner->second;
+                ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, tag, nullptr);
+                watched_.erase(owner);
+                end_claim(pci::Address::parse(bdf), "its process exited");
             } else if (auto found = clients_.find(tag); found != clients_.end()) {
                 if ((events[i].events & EPOLLIN) != 0) {
                     serve(found->second);
@@ -371,6 +466,7 @@ std::string Server::claim(Client& client, const pci::Address& address, std::vect
     client.claim = address;
     log_info("ring3d: {} claimed by {}", bdf, owner_text(c.pid, c.uid, c.user, c.since));
     claims_.emplace(bdf, std::move(c));
+    save_claims();
     ++stats_.claims;
     return ok_reply({{"device", bdf}, {"fds", {"container", "device"}}});
 }
@@ -424,7 +520,20 @@ void Server::end_claim(const pci::Address& address, const char* why) {
     if (const auto client = clients_.find(c.client); client != clients_.end()) {
         client->second.claim.reset();
     }
+    save_claims();
     log_info("ring3d: {} back from pid {} ({}); quiescing and resetting it", bdf, c.pid, why);
+    if (!c.opened.device_fd) {
+        // A recovered claim: ring3d holds no references; the owner's are gone with it.
+        OpenOptions open;
+        open.sysfs_root = options_.sysfs_root;
+        open.dev_root = options_.dev_root;
+        try {
+            c.opened = vfio::open_fds(address, open);
+        } catch (const std::exception& e) {
+            log_warn("ring3d: {}: cannot open it to quiesce it: {}", bdf, e.what());
+            return;
+        }
+    }
     quiesce(address, std::move(c.opened));
 }
 

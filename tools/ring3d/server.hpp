@@ -27,6 +27,9 @@ struct ServerOptions {
     std::string dev_root = "/dev";
     bool bind = true;            // bind managed devices to vfio-pci at start
     unsigned max_clients = 256;  // connections beyond are closed at once
+    // Where the claims are recorded, so a restarted ring3d knows who holds what (main sets it to
+    // the socket's path + ".claims").
+    std::string state_file;
 };
 
 class Server {
@@ -62,6 +65,9 @@ class Server {
         std::string user;
         std::chrono::system_clock::time_point since;
         vfio::OpenedDevice opened;  // ring3d's own references, to quiesce the device
+        // A claim recovered after a restart of ring3d: no connection and no references; ring3d
+        // watches the owner's process (a pidfd) and quiesces the device when it ends.
+        UniqueFd pidfd;
     };
     struct Client {
         UniqueFd fd;
@@ -80,6 +86,8 @@ class Server {
     std::string status() const;
     void end_claim(const pci::Address& address, const char* why);
     void drop(int fd);
+    void save_claims() const;
+    void recover_claims();
     void reload();
     Managed* managed(const pci::Address& address);
 
@@ -91,6 +99,7 @@ class Server {
     std::vector<Managed> devices_;
     std::map<int, Client> clients_;
     std::map<std::string, Claim> claims_;  // by address
+    std::map<int, std::string> watched_;   // pidfd of a recovered claim's owner -> its address
     Stats stats_;
 };
 

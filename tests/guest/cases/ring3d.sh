@@ -8,7 +8,10 @@
 #  3. while uid 1000 holds the device, a second claim is refused naming the owner, and
 #     `ring3 ps` shows the owner; the holder is SIGKILLed, ring3d logs the device's return and
 #     reset, and the device can be claimed (and verified) again;
-#  4. 10,000 bad requests over 8 connections (malformed JSON, oversized, fds attached, unknown
+#  4. ring3d SIGKILLed and restarted while uid 1000 runs a verify workload: the workload
+#     completes; the restarted ring3d shows the claim (ring3 ps), refuses a second one naming the
+#     owner, and takes the device back when the owner's process exits (a pidfd);
+#  5. 10,000 bad requests over 8 connections (malformed JSON, oversized, fds attached, unknown
 #     verbs and keys, wrong version, absent devices) are each refused; ring3d's RSS before and
 #     after is printed; then a good claim still works.
 set -eu
@@ -77,7 +80,34 @@ capture user-verify-again run_as 1000 ring3 perf blk "ring3d:$nvme" --rw read --
 expect_contains "$OUT" '"ok":true' "the written data read back through a new claim"
 expect_contains "$OUT" '"mismatches":0' "the written data after the reset"
 
-# ---- 4. bad requests ------------------------------------------------------------------------
+# ---- 4. ring3d killed and restarted under a running driver ----------------------------------
+run_as 1000 ring3 perf blk "ring3d:$nvme" --rw randrw --verify --time 15s --size 16m --bs 4k \
+  --qd 8 --seed 4343 --json >/tmp/survivor.json 2>/tmp/survivor.err &
+survivor=$!
+wait_for 20 "the survivor's claim" sh -c "ring3 ps | grep -q 'pid $survivor'"
+kill -9 "$ring3d_pid"
+wait "$ring3d_pid" 2>/dev/null || true
+ring3d --config /etc/ring3/ring3d.toml >>/tmp/ring3d.log 2>&1 &
+ring3d_pid=$!
+wait_for 20 "ring3d answering again" sh -c "ring3 ps"
+capture ps-recovered ring3 ps
+expect_contains "$OUT" "pid $survivor user 1000" "ring3 ps after ring3d's restart"
+must_fail run_as 1000 ring3 perf blk "ring3d:$nvme" --rw read --ios 1
+expect_contains "$OUT" "busy, owned by pid $survivor (user 1000)" \
+  "a second claim after ring3d's restart"
+rc=0
+wait "$survivor" || rc=$?
+cat /tmp/survivor.err
+cat /tmp/survivor.json
+emit "survivor" </tmp/survivor.json
+[ $rc -eq 0 ] || fail "the driver running across ring3d's restart failed (exit status $rc)"
+expect_contains "$(cat /tmp/survivor.json)" '"ok":true' "the survivor's report"
+expect_contains "$(cat /tmp/survivor.json)" '"mismatches":0' "the survivor's verify"
+wait_for 20 "the restarted ring3d taking the device back" \
+  grep -q "back from pid $survivor (its process exited)" /tmp/ring3d.log
+grep "recovered\|back from pid $survivor" /tmp/ring3d.log
+
+# ---- 5. bad requests ------------------------------------------------------------------------
 capture flood run_as 1001 $probe flood "$sock" "$ring3d_pid" 8 10000
 expect_contains "$OUT" "refused 10000 of 10000 bad requests over 8 connections" "the flood"
 echo "$OUT" | grep VmRSS
