@@ -11,15 +11,36 @@
 #include <charconv>
 #include <fstream>
 #include <map>
+#include <span>
 #include <sstream>
 
+#include "ring3/broker/sandbox.hpp"
 #include "ring3/core/error.hpp"
 
 namespace ring3::broker {
 namespace {
 
-constexpr std::string_view kKnownDeviceKeys[] = {"address", "id",     "class",
-                                                 "users",   "groups", "backend"};
+constexpr std::string_view kKnownDeviceKeys[] = {"address", "id",      "class", "users",
+                                                 "groups",  "backend", "driver"};
+constexpr std::string_view kKnownDriverKeys[] = {"command",
+                                                 "user",
+                                                 "group",
+                                                 "restart",
+                                                 "restart_delay_ms",
+                                                 "restart_delay_max_ms",
+                                                 "max_restarts",
+                                                 "restart_window_s",
+                                                 "sandbox",
+                                                 "allow_syscalls",
+                                                 "memlock_mib"};
+
+std::string known_list(std::span<const std::string_view> known) {
+    std::string out;
+    for (const std::string_view k : known) {
+        out += fmt::format("{}{}", out.empty() ? "" : ", ", k);
+    }
+    return out;
+}
 
 // Where each [[device]] table and each of its keys starts, found by a scan of the text (cpptoml
 // keeps no positions): lines_[k] for the k-th [[device]] (0-based), keys by name.
@@ -27,6 +48,7 @@ struct Positions {
     std::vector<std::size_t> tables;
     std::vector<std::map<std::string, std::size_t>> keys;
     std::map<std::string, std::size_t> top_keys;
+    std::string prefix;  // "driver." inside a [device.driver] table
 
     explicit Positions(std::string_view text) {
         std::size_t line = 0;
@@ -37,17 +59,24 @@ struct Positions {
             ++line;
             const auto first = l.find_first_not_of(" \t");
             l = first == std::string_view::npos ? std::string_view() : l.substr(first);
-            if (l.substr(0, 2) == "[[") {
-                const auto close = l.find("]]");
-                std::string name(l.substr(2, close == std::string_view::npos ? 0 : close - 2));
+            if (l.substr(0, 1) == "[") {
+                const bool array = l.substr(0, 2) == "[[";
+                const auto close = l.find(array ? "]]" : "]");
+                const std::size_t from = array ? 2 : 1;
+                std::string name(
+                    l.substr(from, close == std::string_view::npos ? 0 : close - from));
                 name.erase(std::remove_if(name.begin(), name.end(),
                                           [](unsigned char c) { return std::isspace(c) != 0; }),
                            name.end());
-                if (name == "device") {
+                prefix.clear();
+                if (array && name == "device") {
                     tables.push_back(line);
                     keys.emplace_back();
+                } else if (!array && name == "device.driver" && !keys.empty()) {
+                    prefix = "driver.";
+                    keys.back().emplace("driver", line);
                 }
-            } else if (!l.empty() && l[0] != '#' && l[0] != '[') {
+            } else if (!l.empty() && l[0] != '#') {
                 const auto eq = l.find('=');
                 if (eq != std::string_view::npos) {
                     std::string key(l.substr(0, eq));
@@ -55,7 +84,7 @@ struct Positions {
                         key.pop_back();
                     }
                     auto& where = keys.empty() ? top_keys : keys.back();
-                    where.emplace(key, line);
+                    where.emplace(prefix + key, line);
                 }
             }
             if (end == text.size()) {
@@ -152,6 +181,28 @@ class Parser {
         return out;
     }
 
+    Principal principal(std::size_t line, const std::string& key,
+                        const std::shared_ptr<cpptoml::base>& value) const {
+        if (const auto name = value->as<std::string>()) {
+            const std::string& text = name->get();
+            std::uint32_t id = 0;
+            const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), id);
+            if (text.empty()) {
+                fail(line, fmt::format("'{}' is empty", key));
+            }
+            if (ec == std::errc() && end == text.data() + text.size()) {
+                return id;
+            }
+            return text;
+        }
+        if (const auto id = value->as<std::int64_t>();
+            id && id->get() >= 0 && id->get() <= 0xfffffffe) {
+            return static_cast<std::uint32_t>(id->get());
+        }
+        fail(line,
+             fmt::format("'{}' must be a name or a numeric id, e.g. {} = \"driver\"", key, key));
+    }
+
     std::string string_of(std::size_t table, const std::string& key,
                           const std::shared_ptr<cpptoml::base>& value, const char* example) const {
         const auto s = value->as<std::string>();
@@ -162,24 +213,145 @@ class Parser {
         return s->get();
     }
 
+    void check_known(std::size_t line, const std::string& key,
+                     std::span<const std::string_view> known, const char* table) const {
+        if (std::find(known.begin(), known.end(), key) != known.end()) {
+            return;
+        }
+        std::string hint;
+        for (const std::string_view candidate : known) {
+            if (distance(key, candidate) <= 2) {
+                hint = fmt::format("; did you mean '{}'?", candidate);
+                break;
+            }
+        }
+        fail(line, fmt::format("unknown key '{}' in {} (known: {}){}", key, table,
+                               known_list(known), hint));
+    }
+
+    std::int64_t integer_of(std::size_t line, const std::string& key,
+                            const std::shared_ptr<cpptoml::base>& value, std::int64_t low,
+                            std::int64_t high) const {
+        const auto v = value->as<std::int64_t>();
+        if (!v || v->get() < low || v->get() > high) {
+            fail(line, fmt::format("'{}' must be an integer in {}..{}", key, low, high));
+        }
+        return v->get();
+    }
+
+    DriverSpec driver(std::size_t k, const cpptoml::table& t) const {
+        DriverSpec d;
+        d.line = line_of(k, "driver");
+        bool have_user = false;
+        for (const auto& [name, value] : t) {
+            const std::string key = "driver." + name;
+            const std::size_t line = line_of(k, key);
+            check_known(line, name, kKnownDriverKeys, "[device.driver]");
+            if (name == "command") {
+                const auto array = value->as_array();
+                if (array) {
+                    for (const auto& item : array->get()) {
+                        const auto word = item->as<std::string>();
+                        if (!word) {
+                            d.command.clear();
+                            break;
+                        }
+                        d.command.push_back(word->get());
+                    }
+                }
+                if (d.command.empty() || d.command[0].empty()) {
+                    fail(line,
+                         "'command' must be a non-empty array of strings, e.g. command = "
+                         "[\"ring3\", \"perf\", \"blk\", \"ring3d:{device}\"]");
+                }
+            } else if (name == "user" || name == "group") {
+                const Principal p = principal(line, name, value);
+                if (name == "user") {
+                    if (const auto* id = std::get_if<std::uint32_t>(&p);
+                        (id != nullptr && *id == 0) || (std::holds_alternative<std::string>(p) &&
+                                                        std::get<std::string>(p) == "root")) {
+                        fail(line, "'user' is root: a supervised driver runs unprivileged");
+                    }
+                    d.user = p;
+                    have_user = true;
+                } else {
+                    d.group = p;
+                }
+            } else if (name == "restart") {
+                const std::string text = string_of(k, key, value, "on-failure");
+                if (text == "no") {
+                    d.restart = Restart::no;
+                } else if (text == "on-failure") {
+                    d.restart = Restart::on_failure;
+                } else if (text == "always") {
+                    d.restart = Restart::always;
+                } else {
+                    fail(line, fmt::format("'restart' = \"{}\": expected \"no\", \"on-failure\" "
+                                           "or \"always\"",
+                                           text));
+                }
+            } else if (name == "restart_delay_ms") {
+                d.restart_delay =
+                    std::chrono::milliseconds(integer_of(line, name, value, 0, 3600000));
+            } else if (name == "restart_delay_max_ms") {
+                d.restart_delay_max =
+                    std::chrono::milliseconds(integer_of(line, name, value, 0, 3600000));
+            } else if (name == "max_restarts") {
+                d.max_restarts = static_cast<unsigned>(integer_of(line, name, value, 0, 1000000));
+            } else if (name == "restart_window_s") {
+                d.restart_window = std::chrono::seconds(integer_of(line, name, value, 1, 86400));
+            } else if (name == "sandbox") {
+                const std::string text = string_of(k, key, value, "on");
+                if (text == "on") {
+                    d.sandbox = SandboxMode::on;
+                } else if (text == "log") {
+                    d.sandbox = SandboxMode::log;
+                } else if (text == "off") {
+                    d.sandbox = SandboxMode::off;
+                } else {
+                    fail(line,
+                         fmt::format("'sandbox' = \"{}\": expected \"on\", \"log\" or \"off\"",
+                                     text));
+                }
+            } else if (name == "allow_syscalls") {
+                const auto array = value->as_array();
+                if (!array) {
+                    fail(line, "'allow_syscalls' must be an array of system call names");
+                }
+                for (const auto& item : array->get()) {
+                    const auto call = item->as<std::string>();
+                    if (!call) {
+                        fail(line, "'allow_syscalls' must hold names (strings)");
+                    }
+                    if (!syscall_number(call->get())) {
+                        fail(line, fmt::format("'allow_syscalls': unknown system call '{}'",
+                                               call->get()));
+                    }
+                    d.allow_syscalls.push_back(call->get());
+                }
+            } else if (name == "memlock_mib") {
+                d.memlock_bytes =
+                    static_cast<std::uint64_t>(integer_of(line, name, value, 1, 1 << 24)) << 20;
+            }
+        }
+        if (!have_user) {
+            fail(d.line, "a [device.driver] needs 'user': whom the driver runs as");
+        }
+        if (d.command.empty()) {
+            fail(d.line, "a [device.driver] needs 'command': the driver's argv");
+        }
+        if (d.restart_delay_max < d.restart_delay) {
+            d.restart_delay_max = d.restart_delay;
+        }
+        return d;
+    }
+
     DeviceRule device(std::size_t k, const cpptoml::table& t) const {
         DeviceRule rule;
         rule.index = k + 1;
         rule.line = k < positions_.tables.size() ? positions_.tables[k] : 0;
         for (const auto& [key, value] : t) {
-            if (std::find(std::begin(kKnownDeviceKeys), std::end(kKnownDeviceKeys), key) ==
-                std::end(kKnownDeviceKeys)) {
-                std::string hint;
-                for (std::string_view known : kKnownDeviceKeys) {
-                    if (distance(key, known) <= 2) {
-                        hint = fmt::format("; did you mean '{}'?", known);
-                        break;
-                    }
-                }
-                fail(line_of(k, key), fmt::format("unknown key '{}' in [[device]] (known: address, "
-                                                  "id, class, users, groups, backend){}",
-                                                  key, hint));
-            }
+            check_known(line_of(k, key), key, kKnownDeviceKeys, "[[device]]");
             if (key == "address") {
                 const std::string text = string_of(k, key, value, "0000:01:00.0");
                 try {
@@ -215,6 +387,13 @@ class Parser {
                 rule.users = principals(k, key, value);
             } else if (key == "groups") {
                 rule.groups = principals(k, key, value);
+            } else if (key == "driver") {
+                const auto table = value->as_table();
+                if (!table) {
+                    fail(line_of(k, key),
+                         "'driver' must be a table: write [device.driver] under the [[device]]");
+                }
+                rule.driver = driver(k, *table);
             } else if (key == "backend") {
                 const std::string text = string_of(k, key, value, "vfio");
                 if (text != "vfio") {
@@ -230,8 +409,10 @@ class Parser {
         if (rule.class_code && !rule.vendor) {
             fail(at, "'class' narrows an 'id' rule; it needs 'id'");
         }
-        if (rule.users.empty() && rule.groups.empty()) {
-            fail(at, "a [[device]] needs 'users' or 'groups': who may claim it");
+        if (rule.users.empty() && rule.groups.empty() && !rule.driver) {
+            fail(at,
+                 "a [[device]] needs 'users' or 'groups' (who may claim it) or a "
+                 "[device.driver] (what ring3d runs for it)");
         }
         return rule;
     }
@@ -295,6 +476,50 @@ std::string group_name(gid_t gid) {
 }
 
 }  // namespace
+
+const char* to_string(Restart restart) noexcept {
+    switch (restart) {
+        case Restart::no:
+            return "no";
+        case Restart::on_failure:
+            return "on-failure";
+        case Restart::always:
+            return "always";
+    }
+    return "?";
+}
+
+const char* to_string(SandboxMode mode) noexcept {
+    switch (mode) {
+        case SandboxMode::on:
+            return "on";
+        case SandboxMode::log:
+            return "log";
+        case SandboxMode::off:
+            return "off";
+    }
+    return "?";
+}
+
+std::vector<std::string> DriverSpec::argv_for(const pci::Address& device) const {
+    const std::string bdf = device.to_string();
+    std::vector<std::string> argv = command;
+    for (std::string& word : argv) {
+        for (auto at = word.find("{device}"); at != std::string::npos;
+             at = word.find("{device}", at + bdf.size())) {
+            word.replace(at, 8, bdf);
+        }
+    }
+    return argv;
+}
+
+std::chrono::milliseconds DriverSpec::backoff(unsigned recent) const noexcept {
+    auto delay = restart_delay;
+    for (unsigned i = 0; i < recent && delay < restart_delay_max; ++i) {
+        delay = delay == std::chrono::milliseconds(0) ? delay : delay * 2;
+    }
+    return std::min(delay, restart_delay_max);
+}
 
 std::string DeviceRule::describe(const std::string& file) const {
     const std::string what =

@@ -1,14 +1,21 @@
 // ring3d's protocol (parsing, framing, fd passing over a socketpair) and policy parser.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <sys/syscall.h>
 
 #include <cerrno>
 #include <string>
 
 #include "ring3/broker/policy.hpp"
 #include "ring3/broker/protocol.hpp"
+#include "ring3/broker/sandbox.hpp"
 #include "ring3/core/error.hpp"
 #include "test_support.hpp"
 
@@ -155,7 +162,7 @@ TEST(BrokerPolicy, DecidesByUserAndGroup) {
 TEST(BrokerPolicy, MistakesNameFileLineAndKey) {
     EXPECT_EQ(policy_error("[[device]]\nadress = \"0000:01:00.0\"\nusers = [\"a\"]\n"),
               "read policy ring3d.toml:2: unknown key 'adress' in [[device]] (known: address, id, "
-              "class, users, groups, backend); did you mean 'address'?");
+              "class, users, groups, backend, driver); did you mean 'address'?");
     EXPECT_EQ(policy_error("[[device]]\naddress = \"0000:01:00\"\nusers = [\"a\"]\n").substr(0, 53),
               "read policy ring3d.toml:2: 'address' = \"0000:01:00\": ");
     EXPECT_EQ(policy_error("[[device]]\nid = \"1b36\"\nusers = [\"a\"]\n"),
@@ -165,8 +172,8 @@ TEST(BrokerPolicy, MistakesNameFileLineAndKey) {
               "read policy ring3d.toml:1: a [[device]] names its device by 'address' or by "
               "'id', exactly one of them");
     EXPECT_EQ(policy_error("\n[[device]]\naddress = \"01:00.0\"\n"),
-              "read policy ring3d.toml:2: a [[device]] needs 'users' or 'groups': who may claim "
-              "it");
+              "read policy ring3d.toml:2: a [[device]] needs 'users' or 'groups' (who may claim "
+              "it) or a [device.driver] (what ring3d runs for it)");
     EXPECT_EQ(policy_error("[[device]]\naddress = \"01:00.0\"\nusers = \"alice\"\n"),
               "read policy ring3d.toml:3: 'users' must be an array of names or numeric ids, e.g. "
               "users = [\"alice\", \"1001\"]");
@@ -188,6 +195,146 @@ TEST(BrokerPolicy, MistakesNameFileLineAndKey) {
 
 TEST(BrokerPolicy, AnEmptyFileManagesNothing) {
     EXPECT_TRUE(Policy::parse("# nothing yet\n", "ring3d.toml").devices.empty());
+}
+
+constexpr const char* kSupervised = R"(# a supervised NVMe driver
+[[device]]
+address = "0000:02:00.0"
+
+[device.driver]
+command = ["ring3", "perf", "blk", "ring3d:{device}", "--json={device}.json"]
+user = "nvme-driver"
+restart = "always"
+restart_delay_ms = 50
+restart_delay_max_ms = 300
+max_restarts = 3
+restart_window_s = 10
+sandbox = "log"
+allow_syscalls = ["uname", "unlinkat"]
+memlock_mib = 64
+
+[[device]]
+id = "1b36:0010"
+users = [1000]
+)";
+
+TEST(BrokerPolicy, ParsesSupervisedDrivers) {
+    const Policy p = Policy::parse(kSupervised, "ring3d.toml");
+    ASSERT_EQ(p.devices.size(), 2u);
+    ASSERT_TRUE(p.devices[0].driver);
+    EXPECT_FALSE(p.devices[1].driver);
+    const DriverSpec& d = *p.devices[0].driver;
+    EXPECT_EQ(d.line, 5u);
+    EXPECT_EQ(d.argv_for(pci::Address::parse("0000:02:00.0")),
+              (std::vector<std::string>{"ring3", "perf", "blk", "ring3d:0000:02:00.0",
+                                        "--json=0000:02:00.0.json"}));
+    EXPECT_EQ(std::get<std::string>(d.user), "nvme-driver");
+    EXPECT_FALSE(d.group);
+    EXPECT_EQ(d.restart, Restart::always);
+    EXPECT_EQ(d.max_restarts, 3u);
+    EXPECT_EQ(d.restart_window, std::chrono::seconds(10));
+    EXPECT_EQ(d.sandbox, SandboxMode::log);
+    EXPECT_EQ(d.allow_syscalls, (std::vector<std::string>{"uname", "unlinkat"}));
+    EXPECT_EQ(d.memlock_bytes, 64u << 20);
+    // The back-off doubles per recent restart, up to its maximum.
+    EXPECT_EQ(d.backoff(0), std::chrono::milliseconds(50));
+    EXPECT_EQ(d.backoff(1), std::chrono::milliseconds(100));
+    EXPECT_EQ(d.backoff(2), std::chrono::milliseconds(200));
+    EXPECT_EQ(d.backoff(3), std::chrono::milliseconds(300));
+    EXPECT_EQ(d.backoff(30), std::chrono::milliseconds(300));
+    // Defaults.
+    const Policy q = Policy::parse(
+        "[[device]]\naddress = \"01:00.0\"\n[device.driver]\ncommand = [\"d\"]\nuser = 1000\n",
+        "ring3d.toml");
+    const DriverSpec& e = *q.devices[0].driver;
+    EXPECT_EQ(std::get<std::uint32_t>(e.user), 1000u);
+    EXPECT_EQ(e.restart, Restart::on_failure);
+    EXPECT_EQ(e.sandbox, SandboxMode::on);
+    EXPECT_EQ(e.memlock_bytes, 1u << 30);
+}
+
+TEST(BrokerPolicy, DriverMistakesNameLineAndKey) {
+    const std::string head = "[[device]]\naddress = \"01:00.0\"\n[device.driver]\n";
+    EXPECT_EQ(policy_error(head + "command = [\"d\"]\nuser = \"x\"\nrestart = \"sometimes\"\n"),
+              "read policy ring3d.toml:6: 'restart' = \"sometimes\": expected \"no\", "
+              "\"on-failure\" or \"always\"");
+    EXPECT_EQ(policy_error(head + "command = [\"d\"]\nuser = \"x\"\nrestart_delay = 5\n"),
+              "read policy ring3d.toml:6: unknown key 'restart_delay' in [device.driver] (known: "
+              "command, user, group, restart, restart_delay_ms, restart_delay_max_ms, "
+              "max_restarts, restart_window_s, sandbox, allow_syscalls, memlock_mib)");
+    EXPECT_EQ(policy_error(head + "command = [\"d\"]\nuser = \"x\"\nmemlock_mib = -1\n"),
+              "read policy ring3d.toml:6: 'memlock_mib' must be an integer in 1..16777216");
+    EXPECT_EQ(policy_error(head + "command = [\"d\"]\nuser = \"x\"\nallow_syscalls = [\"opne\"]\n"),
+              "read policy ring3d.toml:6: 'allow_syscalls': unknown system call 'opne'");
+    EXPECT_EQ(policy_error(head + "command = [\"d\"]\nuser = \"root\"\n"),
+              "read policy ring3d.toml:5: 'user' is root: a supervised driver runs unprivileged");
+    EXPECT_EQ(policy_error(head + "command = [\"d\"]\nuser = 0\n"),
+              "read policy ring3d.toml:5: 'user' is root: a supervised driver runs unprivileged");
+    EXPECT_EQ(policy_error(head + "command = []\nuser = 7\n"),
+              "read policy ring3d.toml:4: 'command' must be a non-empty array of strings, e.g. "
+              "command = [\"ring3\", \"perf\", \"blk\", \"ring3d:{device}\"]");
+    EXPECT_EQ(policy_error(head + "command = [\"d\"]\n"),
+              "read policy ring3d.toml:3: a [device.driver] needs 'user': whom the driver runs as");
+    EXPECT_EQ(policy_error(head + "user = 7\n"),
+              "read policy ring3d.toml:3: a [device.driver] needs 'command': the driver's argv");
+    EXPECT_EQ(
+        policy_error("[[device]]\naddress = \"01:00.0\"\ndriver = \"nvme\"\n"),
+        "read policy ring3d.toml:3: 'driver' must be a table: write [device.driver] under the "
+        "[[device]]");
+}
+
+// The filter, installed for real in a child process: the driver set works, socket() is for
+// AF_UNIX only, ptrace and mount are refused with EPERM.
+TEST(BrokerSandbox, TheSeccompFilterAllowsADriverAndNothingMore) {
+    std::vector<int> allowed;
+    for (const std::string_view name : driver_syscalls()) {
+        const auto nr = syscall_number(name);
+        ASSERT_TRUE(nr) << name;
+        allowed.push_back(*nr);
+    }
+    EXPECT_FALSE(syscall_number("no_such_call"));
+    EXPECT_EQ(syscall_number("ioctl"), SYS_ioctl);
+    const std::vector<sock_filter> program = seccomp_program(allowed, false);
+    ASSERT_LT(program.size(), 4096u);
+    int pipe_fds[2];
+    ASSERT_EQ(::pipe(pipe_fds), 0);
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        ::close(pipe_fds[0]);
+        const sock_fprog fprog{static_cast<unsigned short>(program.size()),
+                               const_cast<sock_filter*>(program.data())};
+        if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+            ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog, 0, 0) != 0) {
+            ::_exit(100);
+        }
+        // One letter per probe: y (as expected) or n.
+        char report[5];
+        const int unix_socket = ::socket(AF_UNIX, SOCK_STREAM, 0);
+        report[0] = unix_socket >= 0 ? 'y' : 'n';
+        errno = 0;
+        report[1] = ::socket(AF_INET, SOCK_STREAM, 0) < 0 && errno == EPERM ? 'y' : 'n';
+        errno = 0;
+        report[2] = ::ptrace(PTRACE_TRACEME, 0, nullptr, nullptr) < 0 && errno == EPERM ? 'y' : 'n';
+        errno = 0;
+        report[3] = ::syscall(SYS_mount, "none", "/", "tmpfs", 0, nullptr) < 0 && errno == EPERM
+                        ? 'y'
+                        : 'n';
+        report[4] = ::getpid() > 0 ? 'y' : 'n';
+        ::close(unix_socket);
+        const bool sent = ::write(pipe_fds[1], report, sizeof report) == sizeof report;
+        ::_exit(sent ? 0 : 101);
+    }
+    ::close(pipe_fds[1]);
+    char report[6] = {};
+    EXPECT_EQ(::read(pipe_fds[0], report, 5), 5);
+    ::close(pipe_fds[0]);
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 0);
+    EXPECT_STREQ(report, "yyyyy") << "unix socket, inet refused, ptrace refused, mount refused, "
+                                     "getpid";
 }
 
 }  // namespace
