@@ -3,8 +3,14 @@
 
 #include <fmt/core.h>
 
+#include <fcntl.h>
+#include <sys/socket.h>
+
 #include <cerrno>
+#include <charconv>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "ring3/core/error.hpp"
 
@@ -34,12 +40,40 @@ Message exchange(int socket, const Request& request, std::size_t max_fds, const 
     return std::move(*reply);
 }
 
+// A supervised driver's connection to ring3d, inherited on the descriptor $RING3D_FD names;
+// taken once (the variable is removed), so a second claim in the process connects anew.
+std::optional<UniqueFd> take_inherited() {
+    const char* text = std::getenv("RING3D_FD");
+    if (text == nullptr) {
+        return std::nullopt;
+    }
+    const std::string value = text;
+    ::unsetenv("RING3D_FD");
+    int fd = -1;
+    const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), fd);
+    int type = 0;
+    socklen_t length = sizeof type;
+    if (ec != std::errc() || end != value.data() + value.size() || fd < 0 ||
+        ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) != 0 || type != SOCK_SEQPACKET) {
+        throw Error::invalid("claim", "RING3D_FD=" + value,
+                             "not a descriptor of a connection to ring3d (a SOCK_SEQPACKET "
+                             "socket); unset it to connect to ring3d's socket instead",
+                             EBADF);
+    }
+    ::fcntl(fd, F_SETFD, FD_CLOEXEC);
+    return UniqueFd(fd);
+}
+
 }  // namespace
 
 Claim Client::claim(const pci::Address& device) const {
     const std::string object = "ring3d:" + device.to_string();
     Claim claim;
-    claim.lease = connect(path_);
+    if (auto inherited = take_inherited()) {
+        claim.lease = std::move(*inherited);
+    } else {
+        claim.lease = connect(path_);
+    }
     Request request;
     request.verb = Verb::claim;
     request.device = device;

@@ -17,7 +17,9 @@ void add_ps_command(CLI::App& app) {
         bool json = false;
     };
     auto args = std::make_shared<Args>();
-    auto* ps = app.add_subcommand("ps", "ring3d's devices and their owners (pid, user, since)");
+    auto* ps = app.add_subcommand("ps",
+                                  "ring3d's devices, their owners (pid, user, since) and "
+                                  "supervised drivers (state, restarts, last exit)");
     ps->add_option("--socket", args->socket,
                    "ring3d's socket (default: $RING3D_SOCKET or "
                    "/run/ring3/ring3d.sock)");
@@ -49,6 +51,24 @@ void add_ps_command(CLI::App& app) {
             fmt::print("{:<14} {:<10} {:<9} {:<8} {}\n", d.at("address").get<std::string>(),
                        d.at("id").get<std::string>(), d.at("driver").get<std::string>(),
                        d.at("allowed").get<bool>() ? "may" : "may not", owner);
+            if (const auto found = d.find("supervised"); found != d.end() && !found->is_null()) {
+                const auto& s = *found;
+                std::string line =
+                    fmt::format("  supervised driver: {}", s.at("state").get<std::string>());
+                if (!s.at("pid").is_null()) {
+                    line += fmt::format(" pid {} user {} since {}", s.at("pid").get<long>(),
+                                        s.at("user").get<std::string>(),
+                                        s.at("since").get<std::string>());
+                }
+                line += fmt::format(", restarts {}", s.at("restarts").get<long>());
+                if (!s.at("last_exit").is_null()) {
+                    line += fmt::format(", last exit: {}", s.at("last_exit").get<std::string>());
+                }
+                if (!s.at("note").get<std::string>().empty()) {
+                    line += fmt::format(" ({})", s.at("note").get<std::string>());
+                }
+                fmt::print("{}\n", line);
+            }
         }
     });
 }

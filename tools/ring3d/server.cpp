@@ -2,6 +2,8 @@
 #include "server.hpp"
 
 #include <fmt/core.h>
+#include <fmt/format.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
@@ -9,6 +11,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -188,6 +191,7 @@ void Server::prepare() {
     add_to_epoll(epoll_.get(), listener_.get(), kListenerTag);
     add_to_epoll(epoll_.get(), signals_.get(), kSignalTag);
     recover_claims();
+    start_drivers();
 }
 
 // The claims, as a restarted ring3d needs them: written atomically (a new file renamed over the
@@ -277,7 +281,7 @@ void Server::recover_claims() {
 int Server::run() {
     epoll_event events[32];
     for (;;) {
-        const int n = ::epoll_wait(epoll_.get(), events, 32, -1);
+        const int n = ::epoll_wait(epoll_.get(), events, 32, restart_timeout_ms());
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
@@ -294,6 +298,7 @@ int Server::run() {
                     if (info.ssi_signo == SIGHUP) {
                         reload();
                     } else {
+                        stop_drivers();
                         log_info(
                             "ring3d: signal {}: stopping ({} claim(s) stay with their "
                             "owners)",
@@ -301,12 +306,18 @@ int Server::run() {
                         return 0;
                     }
                 }
+            } else if (children_.count(tag) != 0) {
+                driver_exited(tag);
             } else if (auto owner = watched_.find(tag); owner != watched_.end()) {
                 // A recovered claim's owner exited.
                 const std::string bdf = owner->second;
                 ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, tag, nullptr);
                 watched_.erase(owner);
                 end_claim(pci::Address::parse(bdf), "its process exited");
+                if (auto d = drivers_.find(bdf);
+                    d != drivers_.end() && d->second.state == Driver::State::waiting) {
+                    start(d->second);  // the previous ring3d's driver is gone: ours now
+                }
             } else if (auto found = clients_.find(tag); found != clients_.end()) {
                 if ((events[i].events & EPOLLIN) != 0) {
                     serve(found->second);
@@ -319,6 +330,7 @@ int Server::run() {
                 }
             }
         }
+        restart_due();
     }
 }
 
@@ -431,7 +443,22 @@ std::string Server::claim(Client& client, const pci::Address& address, std::vect
     if (rule == nullptr) {
         throw Error::invalid("claim", bdf, "no policy rule names it since the last reload", ENODEV);
     }
-    if (const auto why = policy_.refusal(*rule, client.who)) {
+    if (const auto d = drivers_.find(bdf); d != drivers_.end()) {
+        if (client.supervised != address) {
+            throw Error::invalid(
+                "claim", bdf,
+                fmt::format("reserved for its supervised driver ({}{})",
+                            rule->describe(policy_.file),
+                            d->second.pid != 0 ? fmt::format(", pid {}", d->second.pid) : ""),
+                EBUSY);
+        }
+    } else if (client.supervised) {
+        throw Error::invalid("claim", bdf,
+                             fmt::format("this connection is the supervised driver of {}, and "
+                                         "may claim that device only",
+                                         client.supervised->to_string()),
+                             EACCES);
+    } else if (const auto why = policy_.refusal(*rule, client.who)) {
         throw Error::invalid("claim", bdf, *why, EACCES);
     }
     if (!m->note.empty()) {
@@ -493,6 +520,7 @@ std::string Server::list(const Client& client) const {
         } else {
             d["owner"] = nullptr;
         }
+        d["supervised"] = driver_json(bdf);
         devices.push_back(std::move(d));
     }
     return ok_reply({{"devices", std::move(devices)}});
@@ -556,7 +584,193 @@ void Server::reload() {
         log_info("ring3d: policy {} reloaded ({} rule(s))", policy_.file, policy_.devices.size());
     } catch (const Error& e) {
         log_error("ring3d: policy not reloaded, the old one stays: {}", e.what());
+        return;
     }
+    // Drivers follow the new policy: a new [device.driver] starts, a changed one applies from its
+    // next (re)start, a removed one is stopped.
+    for (auto& [bdf, d] : drivers_) {
+        const Managed* m = managed(d.address);
+        const DeviceRule* rule = m == nullptr
+                                     ? nullptr
+                                     : policy_.rule_for(d.address, m->info.vendor_id,
+                                                        m->info.device_id, m->info.class_code);
+        if (rule == nullptr || !rule->driver) {
+            d.spec.restart = Restart::no;
+            d.restart_at.reset();
+            if (d.pid != 0) {
+                log_info("ring3d: {}: the policy has no driver for it any more; stopping pid {}",
+                         bdf, d.pid);
+                ::kill(d.pid, SIGTERM);
+            } else {
+                d.state = Driver::State::stopped;
+                d.note = "removed from the policy";
+            }
+        } else {
+            d.spec = *rule->driver;
+        }
+    }
+    start_drivers();
+}
+
+// The drivers the policy names for the devices ring3d manages and can hand out.
+void Server::start_drivers() {
+    for (const Managed& m : devices_) {
+        const std::string bdf = m.info.address.to_string();
+        const DeviceRule* rule =
+            policy_.rule_for(m.info.address, m.info.vendor_id, m.info.device_id, m.info.class_code);
+        if (rule == nullptr || !rule->driver || drivers_.count(bdf) != 0) {
+            continue;
+        }
+        Driver& d = drivers_[bdf];
+        d.address = m.info.address;
+        d.spec = *rule->driver;
+        if (!m.note.empty()) {
+            d.state = Driver::State::failed;
+            d.note = "the device cannot be handed out: " + m.note;
+            log_error("ring3d: {}: not starting its driver: {}", bdf, d.note);
+        } else if (const auto c = claims_.find(bdf); c != claims_.end()) {
+            // A driver of the previous ring3d still runs: it is started anew when that ends.
+            d.state = Driver::State::waiting;
+            d.note = fmt::format("waiting for pid {} (recovered claim) to exit", c->second.pid);
+            log_info("ring3d: {}: driver {}", bdf, d.note);
+        } else {
+            start(d);
+        }
+    }
+}
+
+void Server::start(Driver& d) {
+    const std::string bdf = d.address.to_string();
+    d.restart_at.reset();
+    try {
+        Spawned s = spawn_driver(d.address, d.spec, d.restarts.restarts());
+        ++stats_.driver_starts;
+        const int key = s.socket.get();
+        add_to_epoll(epoll_.get(), key, 0);
+        Client client;
+        client.fd = std::move(s.socket);
+        client.pid = s.pid;
+        client.who = s.who;
+        client.supervised = d.address;
+        clients_.emplace(key, std::move(client));
+        add_to_epoll(epoll_.get(), s.pidfd.get(), 0);
+        children_.emplace(s.pidfd.get(), bdf);
+        d.pid = s.pid;
+        d.pidfd = std::move(s.pidfd);
+        d.connection = key;
+        d.user = s.who.user_name.empty() ? std::to_string(s.who.uid) : s.who.user_name;
+        d.since = std::chrono::system_clock::now();
+        d.state = Driver::State::running;
+        d.note.clear();
+        log_info("ring3d: {}: driver started as pid {} (user {}, sandbox {}): {}", bdf, d.pid,
+                 d.user, to_string(d.spec.sandbox), fmt::join(d.spec.argv_for(d.address), " "));
+    } catch (const std::exception& e) {
+        log_error("ring3d: {}: driver not started: {}", bdf, e.what());
+        d.last_exit = std::string("not started: ") + e.what();
+        std::string why;
+        d.restart_at = d.restarts.after_exit(d.spec, true, RestartPolicy::Clock::now(), why);
+        d.state = d.restart_at ? Driver::State::restarting : Driver::State::failed;
+        d.note = why;
+    }
+}
+
+void Server::driver_exited(int pidfd) {
+    const std::string bdf = children_.at(pidfd);
+    children_.erase(pidfd);
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, pidfd, nullptr);
+    Driver& d = drivers_.at(bdf);
+    siginfo_t info{};
+    if (::waitid(P_PID, static_cast<id_t>(d.pid), &info, WEXITED) != 0) {
+        info.si_code = CLD_KILLED;
+        info.si_status = 0;
+    }
+    d.last_exit = exit_text(info);
+    const pid_t pid = d.pid;
+    d.pid = 0;
+    d.pidfd.reset();
+    // Its device back first (quiesced and reset), then a restart may claim it again.
+    if (clients_.count(d.connection) != 0) {
+        drop(d.connection);
+    }
+    d.connection = -1;
+    std::string why;
+    d.restart_at = d.restarts.after_exit(d.spec, failed(info), RestartPolicy::Clock::now(), why);
+    d.state = d.restart_at   ? Driver::State::restarting
+              : failed(info) ? Driver::State::failed
+                             : Driver::State::stopped;
+    d.note = d.restart_at ? "" : why;
+    log_info("ring3d: {}: driver pid {} {}; {}", bdf, pid, d.last_exit,
+             d.restart_at ? why : "not restarted: " + why);
+}
+
+int Server::restart_timeout_ms() const {
+    std::optional<RestartPolicy::Clock::time_point> first;
+    for (const auto& [bdf, d] : drivers_) {
+        if (d.restart_at && (!first || *d.restart_at < *first)) {
+            first = d.restart_at;
+        }
+    }
+    if (!first) {
+        return -1;
+    }
+    const auto left =
+        std::chrono::ceil<std::chrono::milliseconds>(*first - RestartPolicy::Clock::now());
+    return static_cast<int>(std::max<std::int64_t>(left.count(), 0));
+}
+
+void Server::restart_due() {
+    const auto now = RestartPolicy::Clock::now();
+    for (auto& [bdf, d] : drivers_) {
+        if (d.restart_at && *d.restart_at <= now) {
+            start(d);
+        }
+    }
+}
+
+// At ring3d's stop: its drivers get SIGTERM, then SIGKILL after 5 s, and their devices back.
+void Server::stop_drivers() {
+    std::vector<int> running;
+    for (auto& [bdf, d] : drivers_) {
+        d.spec.restart = Restart::no;
+        d.restart_at.reset();
+        if (d.pid != 0) {
+            log_info("ring3d: {}: stopping driver pid {}", bdf, d.pid);
+            ::kill(d.pid, SIGTERM);
+            running.push_back(d.pidfd.get());
+        }
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    for (const int pidfd : running) {
+        pollfd p{pidfd, POLLIN, 0};
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (::poll(&p, 1, static_cast<int>(std::max<std::int64_t>(left.count(), 0))) <= 0) {
+            ::syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0);
+            ::poll(&p, 1, 5000);
+        }
+        driver_exited(pidfd);
+    }
+}
+
+nlohmann::json Server::driver_json(const std::string& bdf) const {
+    const auto found = drivers_.find(bdf);
+    if (found == drivers_.end()) {
+        return nullptr;
+    }
+    const Driver& d = found->second;
+    static constexpr const char* kStates[] = {"starting", "running", "restarting",
+                                              "stopped",  "failed",  "waiting"};
+    return {
+        {"state", kStates[static_cast<int>(d.state)]},
+        {"pid", d.pid != 0 ? nlohmann::json(d.pid) : nlohmann::json(nullptr)},
+        {"user", d.user},
+        {"command", d.spec.argv_for(d.address)},
+        {"sandbox", to_string(d.spec.sandbox)},
+        {"restart", to_string(d.spec.restart)},
+        {"restarts", d.restarts.restarts()},
+        {"since", d.pid != 0 ? nlohmann::json(iso_time(d.since)) : nlohmann::json(nullptr)},
+        {"last_exit", d.last_exit.empty() ? nlohmann::json(nullptr) : nlohmann::json(d.last_exit)},
+        {"note", d.note}};
 }
 
 }  // namespace ring3::broker

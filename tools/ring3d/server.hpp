@@ -12,11 +12,14 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "ring3/broker/policy.hpp"
 #include "ring3/broker/protocol.hpp"
 #include "ring3/core/unique_fd.hpp"
 #include "ring3/device/vfio.hpp"
 #include "ring3/pci/sysfs.hpp"
+#include "supervisor.hpp"
 
 namespace ring3::broker {
 
@@ -49,6 +52,7 @@ class Server {
         std::uint64_t claims = 0;
         std::uint64_t releases = 0;
         std::uint64_t clients = 0;  // connections accepted
+        std::uint64_t driver_starts = 0;
     };
     const Stats& stats() const noexcept { return stats_; }
 
@@ -74,6 +78,23 @@ class Server {
         pid_t pid = 0;
         Identity who;
         std::optional<pci::Address> claim;
+        std::optional<pci::Address> supervised;  // the connection of this device's driver
+    };
+    // A supervised driver ([device.driver]) and its history.
+    struct Driver {
+        enum class State { starting, running, restarting, stopped, failed, waiting };
+        pci::Address address;
+        DriverSpec spec;
+        State state = State::starting;
+        pid_t pid = 0;
+        UniqueFd pidfd;
+        int connection = -1;  // its Client's key while it runs
+        std::string user;
+        std::chrono::system_clock::time_point since;
+        RestartPolicy restarts;
+        std::optional<RestartPolicy::Clock::time_point> restart_at;
+        std::string last_exit;  // "" before the first exit
+        std::string note;       // why it is stopped, failed or waiting
     };
 
     void accept_clients();
@@ -90,6 +111,14 @@ class Server {
     void recover_claims();
     void reload();
     Managed* managed(const pci::Address& address);
+    // Supervised drivers.
+    void start_drivers();
+    void start(Driver& driver);
+    void driver_exited(int pidfd);
+    void stop_drivers();
+    int restart_timeout_ms() const;
+    void restart_due();
+    nlohmann::json driver_json(const std::string& bdf) const;
 
     Policy policy_;
     ServerOptions options_;
@@ -98,8 +127,10 @@ class Server {
     UniqueFd signals_;
     std::vector<Managed> devices_;
     std::map<int, Client> clients_;
-    std::map<std::string, Claim> claims_;  // by address
-    std::map<int, std::string> watched_;   // pidfd of a recovered claim's owner -> its address
+    std::map<std::string, Claim> claims_;    // by address
+    std::map<int, std::string> watched_;     // pidfd of a recovered claim's owner -> its address
+    std::map<std::string, Driver> drivers_;  // supervised drivers, by address
+    std::map<int, std::string> children_;    // a running driver's pidfd -> its address
     Stats stats_;
 };
 

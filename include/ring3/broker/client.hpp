@@ -24,7 +24,8 @@ class Client {
     // `socket`: the server's path (empty: $RING3D_SOCKET, else /run/ring3/ring3d.sock).
     explicit Client(std::string_view socket = {}) : path_(socket_path(socket)) {}
 
-    // Claims `device`. Throws ring3::Error with ring3d's own reason and errno when refused
+    // Claims `device`. A driver ring3d started ($RING3D_FD set) claims over the connection it
+    // inherited, once. Throws ring3::Error with ring3d's own reason and errno when refused
     // (EACCES: no policy rule lets this user; EBUSY: claimed by someone else; ENODEV: not
     // managed), or when ring3d cannot be reached.
     Claim claim(const pci::Address& device) const;

@@ -32,7 +32,7 @@ user = ["1000"]
 EOF
 must_fail ring3d --config /etc/ring3/typo.toml --check
 expect_contains "$OUT" \
-  "read policy /etc/ring3/typo.toml:3: unknown key 'user' in [[device]] (known: address, id, class, users, groups, backend); did you mean 'users'?" \
+  "read policy /etc/ring3/typo.toml:3: unknown key 'user' in [[device]] (known: address, id, class, users, groups, backend, driver); did you mean 'users'?" \
   "ring3d on a policy with a typo"
 cat >/etc/ring3/ring3d.toml <<EOF
 # The emulated NVMe, for uid 1000 only.

@@ -6,7 +6,11 @@
 //                                claims of absent devices); every one must be answered with
 //                                "ok":false; prints ring3d's (PID) VmRSS before and after
 //   request SOCKET JSON          one request, the reply printed (and the number of fds with it)
+//   kill PID                     SIGKILL to PID; prints "killed pid=PID realtime_ns=T", the
+//                                CLOCK_REALTIME just before the signal (the ring3d-supervise case
+//                                times a restart from it)
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -14,6 +18,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -92,6 +97,18 @@ long rss_kib(const char* pid) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    if (argc == 3 && std::strcmp(argv[1], "kill") == 0) {
+        const pid_t pid = static_cast<pid_t>(std::atol(argv[2]));
+        timespec t{};
+        ::clock_gettime(CLOCK_REALTIME, &t);
+        if (pid <= 0 || ::kill(pid, SIGKILL) != 0) {
+            std::perror("broker_probe: kill");
+            return 2;
+        }
+        std::printf("killed pid=%ld realtime_ns=%lld\n", static_cast<long>(pid),
+                    static_cast<long long>(t.tv_sec) * 1000000000LL + t.tv_nsec);
+        return 0;
+    }
     if (argc == 4 && std::strcmp(argv[1], "request") == 0) {
         const int fd = connect_to(argv[2]);
         int fds = 0;
