@@ -9,6 +9,10 @@ log() { echo "[guest] $*"; }
 
 fail() {
   echo "FAIL: $*" >&2
+  if [ -n "${ON_FAIL_SHOW:-}" ] && [ -f "$ON_FAIL_SHOW" ]; then
+    echo "---- the last 60 lines of $ON_FAIL_SHOW ----" >&2
+    tail -n 60 "$ON_FAIL_SHOW" >&2
+  fi
   exit 1
 }
 

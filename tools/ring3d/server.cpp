@@ -326,7 +326,7 @@ int Server::run() {
                 if (clients_.count(tag) != 0 &&
                     (events[i].events & (EPOLLHUP | EPOLLERR | EPOLLRDHUP)) != 0 &&
                     (events[i].events & EPOLLIN) == 0) {
-                    drop(tag);
+                    closed(tag);
                 }
             }
         }
@@ -376,15 +376,19 @@ void Server::serve(Client& client) {
     std::string reply;
     std::vector<int> fds;
     bool granted = false;
-    ++stats_.requests;
     try {
         message = receive_message(key, 0);  // clients send no fds
         if (!message) {
-            drop(key);
+            closed(key);
             return;
         }
+        ++stats_.requests;
         reply = handle(client, parse_request(message->text), fds, granted);
     } catch (const Error& e) {
+        if (!message && (e.errnum() == EAGAIN || e.errnum() == EWOULDBLOCK)) {
+            return;  // a stale readiness event: nothing to read
+        }
+        ++stats_.requests;
         // The reason alone: the client knows what it asked and about which device.
         ++stats_.bad_requests;
         reply = error_reply(e.reason().empty() ? e.what() : e.reason(), e.errnum());
@@ -562,7 +566,30 @@ void Server::end_claim(const pci::Address& address, const char* why) {
             return;
         }
     }
+    const auto began = std::chrono::steady_clock::now();
     quiesce(address, std::move(c.opened));
+    log_info("ring3d: {} quiesced and reset in {} ms", bdf,
+             std::chrono::duration_cast<std::chrono::milliseconds>(
+                 std::chrono::steady_clock::now() - began)
+                 .count());
+}
+
+// A connection's peer closed it. A supervised driver's connection closes when the driver dies,
+// a moment before its process can be reaped: waiting that moment lets driver_exited() start its
+// successor before the device is quiesced, so that its exec overlaps the reset.
+void Server::closed(int fd) {
+    const auto found = clients_.find(fd);
+    if (found != clients_.end() && found->second.supervised) {
+        if (auto d = drivers_.find(found->second.supervised->to_string());
+            d != drivers_.end() && d->second.connection == fd && d->second.pidfd) {
+            pollfd p{d->second.pidfd.get(), POLLIN, 0};
+            if (::poll(&p, 1, 100) == 1) {
+                driver_exited(p.fd);
+                return;
+            }
+        }
+    }
+    drop(fd);
 }
 
 void Server::drop(int fd) {
@@ -571,6 +598,13 @@ void Server::drop(int fd) {
         return;
     }
     ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+    if (found->second.supervised) {
+        // The number may be reused at once: the driver no longer owns it.
+        if (auto d = drivers_.find(found->second.supervised->to_string());
+            d != drivers_.end() && d->second.connection == fd) {
+            d->second.connection = -1;
+        }
+    }
     if (found->second.claim) {
         end_claim(*found->second.claim, "its connection closed");
     }
@@ -676,31 +710,40 @@ void Server::start(Driver& d) {
 
 void Server::driver_exited(int pidfd) {
     const std::string bdf = children_.at(pidfd);
-    children_.erase(pidfd);
-    ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, pidfd, nullptr);
     Driver& d = drivers_.at(bdf);
     siginfo_t info{};
-    if (::waitid(P_PID, static_cast<id_t>(d.pid), &info, WEXITED) != 0) {
+    if (::waitid(P_PIDFD, static_cast<id_t>(pidfd), &info, WEXITED | WNOHANG) != 0) {
         info.si_code = CLD_KILLED;
         info.si_status = 0;
+    } else if (info.si_pid == 0) {
+        return;  // still running (a stale event)
     }
+    children_.erase(pidfd);
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, pidfd, nullptr);
     d.last_exit = exit_text(info);
     const pid_t pid = d.pid;
+    const int connection = d.connection;
     d.pid = 0;
     d.pidfd.reset();
-    // Its device back first (quiesced and reset), then a restart may claim it again.
-    if (clients_.count(d.connection) != 0) {
-        drop(d.connection);
-    }
     d.connection = -1;
     std::string why;
-    d.restart_at = d.restarts.after_exit(d.spec, failed(info), RestartPolicy::Clock::now(), why);
+    const auto now = RestartPolicy::Clock::now();
+    d.restart_at = d.restarts.after_exit(d.spec, failed(info), now, why);
     d.state = d.restart_at   ? Driver::State::restarting
               : failed(info) ? Driver::State::failed
                              : Driver::State::stopped;
     d.note = d.restart_at ? "" : why;
     log_info("ring3d: {}: driver pid {} {}; {}", bdf, pid, d.last_exit,
              d.restart_at ? why : "not restarted: " + why);
+    // A restart due now starts before the device is quiesced, so that its exec and start-up
+    // overlap the reset: its claim waits in its connection until ring3d has served the end of
+    // the old claim below (one thread, in order), so it still gets a device that was reset.
+    if (d.restart_at && *d.restart_at <= now) {
+        start(d);
+    }
+    if (clients_.count(connection) != 0) {
+        drop(connection);
+    }
 }
 
 int Server::restart_timeout_ms() const {

@@ -106,6 +106,7 @@ class Server {
     std::string list(const Client& client) const;
     std::string status() const;
     void end_claim(const pci::Address& address, const char* why);
+    void closed(int fd);
     void drop(int fd);
     void save_claims() const;
     void recover_claims();

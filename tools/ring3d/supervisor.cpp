@@ -153,6 +153,7 @@ Spawned spawn_driver(const pci::Address& device, const DriverSpec& spec, unsigne
     }
     theirs.reset();
     report_write.reset();
+    ::fcntl(ours.get(), F_SETFL, ::fcntl(ours.get(), F_GETFL) | O_NONBLOCK);  // as accepted ones
     // EOF: exec happened (the pipe was close-on-exec). Text: what stopped the child before.
     std::string error;
     char buffer[512];

@@ -27,6 +27,7 @@ chmod 600 /etc/shadow
 sock=/run/ring3/ring3d.sock
 export RING3D_SOCKET=$sock
 log=/tmp/ring3d.log
+ON_FAIL_SHOW=$log  # fail() shows ring3d's log
 cat >/etc/ring3/ring3d.toml <<EOF
 # The writer drives the first NVMe, supervised; uid 1000 may claim the second.
 [[device]]
@@ -59,7 +60,7 @@ done
 expect_not_contains "$(cat $log)" "ALLOWED" "the sandbox probes"
 capture ps ring3 ps
 expect_contains "$OUT" "supervised driver: running pid" "ring3 ps with the supervised writer"
-writer=$(sed -n 's/^writer gen=0 pid=\([0-9]*\) start$/\1/p' $log)
+writer=$(sed -n 's/^writer gen=0 pid=\([0-9]*\) start.*/\1/p' $log)
 [ -n "$writer" ] || fail "the writer did not say its pid"
 expect_contains "$OUT" "pid $writer user 1002" "the writer's claim in ring3 ps"
 must grep -q "NoNewPrivs:[[:space:]]*1" /proc/$writer/status
@@ -87,7 +88,14 @@ capture kill ring3_guest_broker_probe kill "$writer"
 killed_ns=$(echo "$OUT" | sed -n 's/.*realtime_ns=\([0-9]*\).*/\1/p')
 wait_for 30 "the restarted writer's first completed write" grep -q "^first-io gen=1" $log
 first_ns=$(sed -n 's/^first-io gen=1 realtime_ns=\([0-9]*\)$/\1/p' $log)
-echo "restart_to_first_io_ms: $(((first_ns - killed_ns) / 1000000))"
+exec_ns=$(sed -n 's/^writer gen=1 pid=[0-9]* start realtime_ns=\([0-9]*\)$/\1/p' $log)
+opened_ns=$(sed -n 's/^opened gen=1 realtime_ns=\([0-9]*\) .*/\1/p' $log)
+grep "^opened gen=1" $log
+echo "restart_to_first_io_ms: $(((first_ns - killed_ns) / 1000000))" \
+  "(kill to the new writer's main: $(((exec_ns - killed_ns) / 1000000));" \
+  "device claimed and initialised: $(((opened_ns - exec_ns) / 1000000));" \
+  "first write: $(((first_ns - opened_ns) / 1000000)))"
+grep "quiesced and reset in" $log
 grep "pid $writer" $log
 must grep -q "driver pid $writer killed by signal 9 (SIGKILL); restart 1 in 0 ms" $log
 must grep -q "back from pid $writer" $log

@@ -9,7 +9,8 @@
 // Generation G is $RING3D_RESTARTS (0 for the first start): it writes LBAs
 // [G*M MiB, (G+1)*M MiB) with the block pattern (include/ring3/block/pattern.hpp), pass k under
 // seed S + 1000*G + k. Output lines (one per event, flushed at once):
-//   writer gen=G pid=P start
+//   writer gen=G pid=P start realtime_ns=T
+//   opened gen=G realtime_ns=T                 once the device is claimed and initialised
 //   sandbox: <what>: denied (<errno text>)    | sandbox: <what>: ALLOWED (then exit 3)
 //   first-io gen=G realtime_ns=T               after the first completed write
 //   ack gen=G pass=K seed=S first=L count=N    after a completed flush: LBAs L..L+N-1 hold seed S
@@ -111,19 +112,25 @@ bool probe_sandbox() {
     bool all = true;
     errno = 0;
     const int shadow = ::open("/etc/shadow", O_RDONLY | O_CLOEXEC);
-    all &= refused("open /etc/shadow", shadow < 0, errno);
+    const int shadow_error = errno;
+    all &= refused("open /etc/shadow", shadow < 0, shadow_error);
     errno = 0;
     const int inet = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    all &= refused("socket(AF_INET)", inet < 0, errno);
+    const int inet_error = errno;
+    all &= refused("socket(AF_INET)", inet < 0, inet_error);
     errno = 0;
     const long traced = ::ptrace(PTRACE_ATTACH, ::getppid(), nullptr, nullptr);
-    all &= refused("ptrace(PTRACE_ATTACH, ring3d)", traced < 0, errno);
+    const int ptrace_error = errno;
+    all &= refused("ptrace(PTRACE_ATTACH, ring3d)", traced < 0, ptrace_error);
     struct stat st {};
     errno = 0;
-    all &= refused("stat /sys/bus/pci/devices", ::stat("/sys/bus/pci/devices", &st) != 0, errno);
+    const bool no_sysfs = ::stat("/sys/bus/pci/devices", &st) != 0;
+    const int sysfs_error = errno;
+    all &= refused("stat /sys/bus/pci/devices", no_sysfs, sysfs_error);
     errno = 0;
     const int group = ::open("/dev/vfio/vfio", O_RDWR | O_CLOEXEC);
-    all &= refused("open /dev/vfio/vfio", group < 0, errno);
+    const int group_error = errno;
+    all &= refused("open /dev/vfio/vfio", group < 0, group_error);
     std::fflush(stdout);
     return all;
 }
@@ -165,12 +172,23 @@ void on_flush(void* context, const block::Status& status) {
 int run(const Options& o) {
     const char* restarts = std::getenv("RING3D_RESTARTS");
     const unsigned gen = restarts != nullptr ? static_cast<unsigned>(std::atoi(restarts)) : 0;
-    std::printf("writer gen=%u pid=%d start\n", gen, static_cast<int>(::getpid()));
+    std::printf("writer gen=%u pid=%d start realtime_ns=%llu\n", gen, static_cast<int>(::getpid()),
+                static_cast<unsigned long long>(realtime_ns()));
     std::fflush(stdout);
     if (o.probe_sandbox && !probe_sandbox()) {
         return 3;
     }
-    auto dev = block::open_block_device(o.device);
+    Timeline timeline;
+    block::OpenBlockOptions options;
+    options.timeline = &timeline;
+    auto dev = block::open_block_device(o.device, options);
+    std::string steps;
+    for (const Timeline::Step& step : timeline.steps()) {
+        const auto us = std::chrono::duration_cast<std::chrono::microseconds>(step.duration);
+        steps += " " + step.name + "=" + std::to_string(static_cast<double>(us.count()) / 1000.0);
+    }
+    std::printf("opened gen=%u realtime_ns=%llu steps(ms):%s\n", gen,
+                static_cast<unsigned long long>(realtime_ns()), steps.c_str());
     const block::Geometry g = dev->geometry();
     if (o.bs % g.block_size != 0) {
         std::fprintf(stderr, "writer: --bs %u is not a multiple of the block size %u\n", o.bs,
