@@ -2,6 +2,7 @@
 // binds them to vfio-pci and hands each to one unprivileged process at a time over a Unix socket
 // (src/broker/PROTOCOL.md), quiescing and resetting it when that process lets go or dies.
 #include <fmt/core.h>
+#include <fmt/format.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -80,6 +81,17 @@ int main(int argc, char** argv) {
             fmt::print("{}: {} device rule(s)\n", config, policy.devices.size());
             for (const auto& rule : policy.devices) {
                 fmt::print("  {}\n", rule.describe(config));
+                if (rule.driver) {
+                    const broker::DriverSpec& d = *rule.driver;
+                    const std::string user = std::holds_alternative<std::string>(d.user)
+                                                 ? std::get<std::string>(d.user)
+                                                 : std::to_string(std::get<std::uint32_t>(d.user));
+                    fmt::print(
+                        "    supervised driver (line {}): {} as user {}; restart {}, at most {} "
+                        "in {} s; sandbox {}\n",
+                        d.line, fmt::join(d.command, " "), user, broker::to_string(d.restart),
+                        d.max_restarts, d.restart_window.count(), broker::to_string(d.sandbox));
+                }
             }
             return 0;
         }
