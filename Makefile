@@ -1,7 +1,7 @@
 # ring3 — the two commands a user needs are `make demo` and `make test` (see README.md).
 # Everything else here is a building block of those two.
 
-.PHONY: all deps build demo test check format format-check clean bench bench-nvme bench-blk bench-net
+.PHONY: all deps build demo test check format format-check clean bench bench-nvme bench-blk bench-net bench-broker
 
 all: build
 
@@ -36,6 +36,11 @@ bench-blk: build
 # frames, in one QEMU guest boot (root, ~3 min).
 bench-net: build
 	bench/guest-net/run build/gcc
+
+# ring3d: claim -> first I/O through the I/O server against a direct open, and the restart time of
+# a supervised driver after SIGKILL, in one QEMU guest boot (root, ~10 min).
+bench-broker: build
+	bench/broker/run build/gcc
 
 format:
 	git ls-files '*.cpp' '*.hpp' | xargs clang-format -i

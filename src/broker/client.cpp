@@ -4,6 +4,7 @@
 #include <fmt/core.h>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -88,6 +89,21 @@ Claim Client::claim(const pci::Address& device) const {
     claim.container = std::move(reply.fds[0]);
     claim.device = std::move(reply.fds[1]);
     return claim;
+}
+
+void release(int lease, const pci::Address& device, std::chrono::milliseconds timeout) noexcept {
+    try {
+        Request request;
+        request.verb = Verb::release;
+        request.device = device;
+        send_message(lease, format_request(request));
+        pollfd p{lease, POLLIN, 0};
+        if (::poll(&p, 1, static_cast<int>(timeout.count())) == 1) {
+            (void)receive_message(lease, 0);
+        }
+    } catch (const std::exception&) {
+        // ring3d gone or the lease already closed: nothing to wait for.
+    }
 }
 
 std::string Client::call(const Request& request) const {

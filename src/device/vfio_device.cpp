@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "ring3/broker/client.hpp"
 #include "ring3/core/error.hpp"
 #include "ring3/core/log.hpp"
 #include "ring3/device/vfio.hpp"
@@ -44,6 +45,16 @@ class VfioDevice final : public Device {
         regions_.resize(info.num_regions);
         num_irqs_ = info.num_irqs;
     }
+
+    ~VfioDevice() override {
+        if (lease_) {
+            fd_.reset();
+            container_.reset();
+            broker::release(lease_.get(), address_);
+        }
+    }
+    VfioDevice(const VfioDevice&) = delete;
+    VfioDevice& operator=(const VfioDevice&) = delete;
 
     std::string name() const override { return "vfio:" + address_.to_string(); }
     std::optional<pci::Address> address() const override { return address_; }
@@ -301,7 +312,8 @@ class VfioDevice final : public Device {
     }
 
     // Closed last, after the device and the container: for a device claimed from ring3d, closing
-    // it gives the device back (ring3d then quiesces and resets it).
+    // it gives the device back (ring3d then quiesces and resets it); the destructor first
+    // releases it and waits for ring3d, so that a claim right after finds the device free.
     UniqueFd lease_;
     pci::Address address_;
     std::shared_ptr<Container> container_;

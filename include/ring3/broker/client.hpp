@@ -4,6 +4,7 @@
 // or dying, gives the device back to ring3d, which quiesces and resets it.
 #pragma once
 
+#include <chrono>
 #include <string>
 #include <string_view>
 
@@ -18,6 +19,12 @@ struct Claim {
     UniqueFd device;     // the VFIO device
     UniqueFd lease;      // the connection the claim lives on
 };
+
+// Gives a claimed device back on its lease and waits (up to `timeout`) for ring3d's answer,
+// which comes once the device is quiesced and reset: a claim made after this returns finds the
+// device free. Errors are ignored: closing the lease gives the device back in any case.
+void release(int lease, const pci::Address& device,
+             std::chrono::milliseconds timeout = std::chrono::seconds(10)) noexcept;
 
 class Client {
   public:
