@@ -118,7 +118,8 @@ void Server::prepare() {
             nullptr) {
             continue;
         }
-        Managed m{info, {}};
+        Managed m;
+        m.info = info;
         if (options_.bind && info.driver != "vfio-pci") {
             try {
                 pci::BindEnvironment environment;
@@ -281,7 +282,14 @@ void Server::recover_claims() {
 int Server::run() {
     epoll_event events[32];
     for (;;) {
-        const int n = ::epoll_wait(epoll_.get(), events, 32, restart_timeout_ms());
+        // Idle time opens devices ahead of their claims; events come first.
+        int n = ::epoll_wait(epoll_.get(), events, 32, 0);
+        if (n == 0 && warm_one()) {
+            continue;
+        }
+        if (n == 0) {
+            n = ::epoll_wait(epoll_.get(), events, 32, restart_timeout_ms());
+        }
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
@@ -493,15 +501,17 @@ std::string Server::claim(Client& client, const pci::Address& address, std::vect
                                          client.claim->to_string()),
                              EBUSY);
     }
-    OpenOptions open;
-    open.sysfs_root = options_.sysfs_root;
-    open.dev_root = options_.dev_root;
-    const auto opening = std::chrono::steady_clock::now();
-    vfio::OpenedDevice opened = vfio::open_fds(address, open);
-    log_debug("ring3d: {}: VFIO open took {} us", bdf,
-              std::chrono::duration_cast<std::chrono::microseconds>(
-                  std::chrono::steady_clock::now() - opening)
-                  .count());
+    vfio::OpenedDevice opened;
+    if (m->ready) {
+        opened = std::move(*m->ready);
+        m->ready.reset();
+    } else {
+        OpenOptions open;
+        open.sysfs_root = options_.sysfs_root;
+        open.dev_root = options_.dev_root;
+        opened = vfio::open_fds(address, open);
+    }
+    m->warm_failed = false;
     Claim c;
     c.address = address;
     c.client = client.fd.get();
@@ -532,6 +542,7 @@ std::string Server::list(const Client& client) const {
             {"class", fmt::format("{:06x}", m.info.class_code)},
             {"driver", m.info.driver},
             {"available", m.note.empty()},
+            {"ready", m.ready.has_value()},
             {"note", m.note},
         };
         const DeviceRule* rule =
@@ -569,6 +580,9 @@ void Server::end_claim(const pci::Address& address, const char* why) {
     }
     Claim c = std::move(found->second);
     claims_.erase(found);
+    if (Managed* m = managed(address)) {
+        m->warm_failed = false;  // free again: worth opening ahead of the next claim
+    }
     if (const auto client = clients_.find(c.client); client != clients_.end()) {
         client->second.claim.reset();
     }
@@ -664,6 +678,31 @@ void Server::reload() {
         }
     }
     start_drivers();
+}
+
+bool Server::warm_one() {
+    for (Managed& m : devices_) {
+        const std::string bdf = m.info.address.to_string();
+        if (m.ready || m.warm_failed || !m.note.empty() || claims_.count(bdf) != 0) {
+            continue;
+        }
+        OpenOptions open;
+        open.sysfs_root = options_.sysfs_root;
+        open.dev_root = options_.dev_root;
+        const auto began = std::chrono::steady_clock::now();
+        try {
+            m.ready = vfio::open_fds(m.info.address, open);
+            log_debug("ring3d: {} opened ahead of its next claim in {} ms", bdf,
+                      std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::steady_clock::now() - began)
+                          .count());
+        } catch (const std::exception& e) {
+            m.warm_failed = true;
+            log_debug("ring3d: {} not opened ahead of its claim: {}", bdf, e.what());
+        }
+        return true;
+    }
+    return false;
 }
 
 // The drivers the policy names for the devices ring3d manages and can hand out.

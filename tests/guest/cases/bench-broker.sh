@@ -1,9 +1,10 @@
 #!/bin/sh
 # ring3-guest: config=iommu timeout=1500 modules=none
 # The guest of bench/broker (not a test; bench/broker/run boots it and reads the figures):
-#  1. ring3_guest_broker_bench: open -> first 4 KiB read through ring3d (a claim) and directly
-#     (vfio:), alternating, 100 rounds; prints the medians direct_open_ms and broker_claim_ms;
-#  2. a supervised writer on the second NVMe, SIGKILLed 10 times; each time the time from the
+#  1. ring3_guest_broker_bench: open -> first 4 KiB read through ring3d (a claim of the second
+#     NVMe) and directly (vfio: on the first, which ring3d does not manage), alternating, 100
+#     rounds; prints the medians direct_open_ms and broker_claim_ms;
+#  2. a supervised writer on the third NVMe, SIGKILLed 10 times; each time the time from the
 #     kill to the restarted writer's first completed write ("restart_ms gen=G: X").
 set -eu
 . /tests/lib.sh
@@ -14,20 +15,22 @@ rounds=${rounds:-100}
 kills=${kills:-10}
 load_vfio
 nvmes=$(find_devices 1b36:0010)
-nvme0=$(echo "$nvmes" | sed -n 1p)
-nvme1=$(echo "$nvmes" | sed -n 2p)
-[ -n "$nvme1" ] || fail "two NVMe controllers expected"
+direct=$(echo "$nvmes" | sed -n 1p)
+claimed=$(echo "$nvmes" | sed -n 2p)
+supervised=$(echo "$nvmes" | sed -n 3p)
+[ -n "$supervised" ] || fail "three NVMe controllers expected"
+must ring3 bind "$direct" vfio-pci
 mkdir -p /etc/ring3 /run/ring3
 export RING3D_SOCKET=/run/ring3/ring3d.sock
 log=/tmp/ring3d.log
 ON_FAIL_SHOW=$log
 cat >/etc/ring3/ring3d.toml <<EOF
 [[device]]
-address = "$nvme0"
+address = "$claimed"
 users = [0]
 
 [[device]]
-address = "$nvme1"
+address = "$supervised"
 
 [device.driver]
 command = ["ring3_guest_writer", "ring3d:{device}", "--seed", "9000", "--region-mib", "2",
@@ -45,7 +48,7 @@ wait_for 30 "ring3d" sh -c "ring3 ps"
 ulimit -l unlimited
 
 # ---- 1. claim vs direct open ----------------------------------------------------------------
-run ring3_guest_broker_bench "$nvme0" --rounds "$rounds"
+run ring3_guest_broker_bench "$direct" "$claimed" --rounds "$rounds"
 
 # ---- 2. restarts ----------------------------------------------------------------------------
 gen=0

@@ -4,7 +4,11 @@
 // to the completion of the first 4 KiB read, and includes the destruction of the previous
 // device (for ring3d: the release, answered once the device is reset) only outside the timing.
 //
-//   ring3_guest_broker_bench BDF [--rounds N]
+//   ring3_guest_broker_bench DIRECT_BDF BROKER_BDF [--rounds N]
+//
+// Two devices of the same model: ring3d holds the one it manages open between claims (see
+// src/broker/PROTOCOL.md, "Devices opened ahead of their claims"), so the direct opens need
+// another one.
 //
 // Prints per round "round K direct_ms=X broker_ms=Y" (the side going first alternates) and the
 // start-up steps of each (ring3 perf blk --verbose's), then the medians:
@@ -77,14 +81,16 @@ double median(std::vector<double> v) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc < 2 || std::strcmp(argv[1], "--help") == 0) {
-        std::fprintf(stderr, "usage: ring3_guest_broker_bench BDF [--rounds N]\n");
+    if (argc < 3 || std::strcmp(argv[1], "--help") == 0) {
+        std::fprintf(stderr,
+                     "usage: ring3_guest_broker_bench DIRECT_BDF BROKER_BDF [--rounds N]\n");
         return 2;
     }
-    const std::string bdf = argv[1];
+    const std::string direct_bdf = argv[1];
+    const std::string broker_bdf = argv[2];
     int rounds = 100;
-    if (argc == 4 && std::strcmp(argv[2], "--rounds") == 0) {
-        rounds = std::atoi(argv[3]);
+    if (argc == 5 && std::strcmp(argv[3], "--rounds") == 0) {
+        rounds = std::atoi(argv[4]);
     }
     try {
         // What a request to ring3d costs by itself: connect, `status`, reply, close.
@@ -103,11 +109,11 @@ int main(int argc, char** argv) {
             double d = 0, b = 0;
             std::string d_steps, b_steps;
             if (k % 2 == 0) {
-                d = sample("vfio:" + bdf, d_steps);
-                b = sample("ring3d:" + bdf, b_steps);
+                d = sample("vfio:" + direct_bdf, d_steps);
+                b = sample("ring3d:" + broker_bdf, b_steps);
             } else {
-                b = sample("ring3d:" + bdf, b_steps);
-                d = sample("vfio:" + bdf, d_steps);
+                b = sample("ring3d:" + broker_bdf, b_steps);
+                d = sample("vfio:" + direct_bdf, d_steps);
             }
             direct.push_back(d);
             broker.push_back(b);
