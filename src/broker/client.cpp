@@ -106,6 +106,23 @@ void release(int lease, const pci::Address& device, std::chrono::milliseconds ti
     }
 }
 
+std::optional<std::string> revoked(int lease) {
+    char buffer[kMaxMessage];
+    const ssize_t n = ::recv(lease, buffer, sizeof buffer, MSG_PEEK | MSG_DONTWAIT);
+    if (n <= 0) {
+        return std::nullopt;
+    }
+    const nlohmann::json j = nlohmann::json::parse(
+        std::string_view(buffer, static_cast<std::size_t>(n)), nullptr, false);
+    if (!j.is_object() || !j.contains("event") || j["event"] != "revoked") {
+        return std::nullopt;
+    }
+    const std::string reason = j.contains("reason") && j["reason"].is_string()
+                                   ? j["reason"].get<std::string>()
+                                   : "no reason given";
+    return "ring3d revoked the claim: " + reason;
+}
+
 std::string Client::call(const Request& request) const {
     UniqueFd socket = connect(path_);
     return exchange(socket.get(), request, 0, to_string(request.verb), "ring3d").text;

@@ -56,6 +56,13 @@ class VfioDevice final : public Device {
     VfioDevice(const VfioDevice&) = delete;
     VfioDevice& operator=(const VfioDevice&) = delete;
 
+    std::optional<std::string> lost() override {
+        if (!lost_ && lease_) {
+            lost_ = broker::revoked(lease_.get());
+        }
+        return lost_;
+    }
+
     std::string name() const override { return "vfio:" + address_.to_string(); }
     std::optional<pci::Address> address() const override { return address_; }
 
@@ -322,6 +329,7 @@ class VfioDevice final : public Device {
     std::uint32_t num_irqs_ = 0;
     std::vector<RegionEntry> regions_;
     bool enabled_[5] = {};  // per IrqKind: a trigger set is installed
+    std::optional<std::string> lost_;
 };
 
 }  // namespace

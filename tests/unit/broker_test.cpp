@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <string>
 
+#include "ring3/broker/client.hpp"
 #include "ring3/broker/policy.hpp"
 #include "ring3/broker/protocol.hpp"
 #include "ring3/broker/sandbox.hpp"
@@ -281,6 +282,18 @@ TEST(BrokerPolicy, DriverMistakesNameLineAndKey) {
         policy_error("[[device]]\naddress = \"01:00.0\"\ndriver = \"nvme\"\n"),
         "read policy ring3d.toml:3: 'driver' must be a table: write [device.driver] under the "
         "[[device]]");
+}
+
+TEST(BrokerClient, SeesARevocationWithoutTakingIt) {
+    SocketPair s;
+    EXPECT_FALSE(revoked(s.a.get()));  // nothing there: no wait, no revocation
+    send_message(s.b.get(), R"({"ok":true,"released":"0000:01:00.0"})");
+    EXPECT_FALSE(revoked(s.a.get()));  // a reply is not an event
+    ASSERT_TRUE(receive_message(s.a.get(), 0));
+    send_message(s.b.get(), R"({"event":"revoked","device":"0000:01:00.0","reason":"unplugged"})");
+    EXPECT_EQ(revoked(s.a.get()), "ring3d revoked the claim: unplugged");
+    EXPECT_EQ(revoked(s.a.get()), "ring3d revoked the claim: unplugged");  // left in place
+    send_message(s.b.get(), "{not json");
 }
 
 // The filter, installed for real in a child process: the driver set works, socket() is for

@@ -1,11 +1,15 @@
 // ring3d's server (server.hpp).
 #include "server.hpp"
 
+#include <fcntl.h>
 #include <fmt/core.h>
 #include <fmt/format.h>
+#include <linux/vfio.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -29,6 +33,8 @@ namespace ring3::broker {
 namespace {
 
 constexpr int kListenerTag = -1;
+// How long the owner of a revoked device has to let go before ring3d kills it.
+constexpr std::chrono::seconds kRevokeGrace{10};
 constexpr int kSignalTag = -2;
 
 std::string ok_reply(nlohmann::json body = nlohmann::json::object()) {
@@ -288,7 +294,7 @@ int Server::run() {
             continue;
         }
         if (n == 0) {
-            n = ::epoll_wait(epoll_.get(), events, 32, restart_timeout_ms());
+            n = ::epoll_wait(epoll_.get(), events, 32, next_timeout_ms());
         }
         if (n < 0) {
             if (errno == EINTR) {
@@ -316,6 +322,10 @@ int Server::run() {
                 }
             } else if (children_.count(tag) != 0) {
                 driver_exited(tag);
+            } else if (const auto request = requests_.find(tag); request != requests_.end()) {
+                std::uint64_t count = 0;
+                [[maybe_unused]] const auto n_read = ::read(tag, &count, sizeof count);
+                revoke(request->second);
             } else if (auto owner = watched_.find(tag); owner != watched_.end()) {
                 // A recovered claim's owner exited.
                 const std::string bdf = owner->second;
@@ -338,7 +348,7 @@ int Server::run() {
                 }
             }
         }
-        restart_due();
+        deadlines_due();
     }
 }
 
@@ -510,6 +520,7 @@ std::string Server::claim(Client& client, const pci::Address& address, std::vect
         open.sysfs_root = options_.sysfs_root;
         open.dev_root = options_.dev_root;
         opened = vfio::open_fds(address, open);
+        watch_requests(*m, opened.device_fd.get());
     }
     m->warm_failed = false;
     Claim c;
@@ -602,6 +613,9 @@ void Server::end_claim(const pci::Address& address, const char* why) {
     }
     const auto began = std::chrono::steady_clock::now();
     quiesce(address, std::move(c.opened));
+    if (Managed* m = managed(address)) {
+        unwatch_requests(*m);
+    }
     log_info("ring3d: {} quiesced and reset in {} ms", bdf,
              std::chrono::duration_cast<std::chrono::milliseconds>(
                  std::chrono::steady_clock::now() - began)
@@ -692,6 +706,7 @@ bool Server::warm_one() {
         const auto began = std::chrono::steady_clock::now();
         try {
             m.ready = vfio::open_fds(m.info.address, open);
+            watch_requests(m, m.ready->device_fd.get());
             log_debug("ring3d: {} opened ahead of its next claim in {} ms", bdf,
                       std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::steady_clock::now() - began)
@@ -805,28 +820,138 @@ void Server::driver_exited(int pidfd) {
     }
 }
 
-int Server::restart_timeout_ms() const {
-    std::optional<RestartPolicy::Clock::time_point> first;
-    for (const auto& [bdf, d] : drivers_) {
-        if (d.restart_at && (!first || *d.restart_at < *first)) {
-            first = d.restart_at;
+int Server::next_timeout_ms() const {
+    std::optional<std::chrono::steady_clock::time_point> first;
+    auto consider = [&](const std::optional<std::chrono::steady_clock::time_point>& t) {
+        if (t && (!first || *t < *first)) {
+            first = t;
         }
+    };
+    for (const auto& [bdf, d] : drivers_) {
+        consider(d.restart_at);
+    }
+    for (const auto& [bdf, c] : claims_) {
+        consider(c.revoke_deadline);
     }
     if (!first) {
         return -1;
     }
     const auto left =
-        std::chrono::ceil<std::chrono::milliseconds>(*first - RestartPolicy::Clock::now());
+        std::chrono::ceil<std::chrono::milliseconds>(*first - std::chrono::steady_clock::now());
     return static_cast<int>(std::max<std::int64_t>(left.count(), 0));
 }
 
-void Server::restart_due() {
-    const auto now = RestartPolicy::Clock::now();
+void Server::deadlines_due() {
+    const auto now = std::chrono::steady_clock::now();
     for (auto& [bdf, d] : drivers_) {
         if (d.restart_at && *d.restart_at <= now) {
             start(d);
         }
     }
+    for (auto& [bdf, c] : claims_) {
+        if (c.revoke_deadline && *c.revoke_deadline <= now) {
+            c.revoke_deadline.reset();
+            log_warn(
+                "ring3d: {}: pid {} still holds it {} s after it was revoked; killing it so that "
+                "the kernel's removal can finish",
+                bdf, c.pid, std::chrono::duration_cast<std::chrono::seconds>(kRevokeGrace).count());
+            ::kill(c.pid, SIGKILL);
+        }
+    }
+}
+
+void Server::watch_requests(Managed& m, int device_fd) {
+    unwatch_requests(m);
+    UniqueFd event(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!event) {
+        log_warn("ring3d: {}: eventfd: {}", m.info.address.to_string(), std::strerror(errno));
+        return;
+    }
+    // VFIO_DEVICE_SET_IRQS on the request index (linux/vfio.h): one eventfd, signalled each time
+    // the kernel asks the user to release the device.
+    alignas(vfio_irq_set) std::byte buffer[sizeof(vfio_irq_set) + sizeof(int)] = {};
+    auto* set = reinterpret_cast<vfio_irq_set*>(buffer);
+    set->argsz = sizeof buffer;
+    set->flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
+    set->index = VFIO_PCI_REQ_IRQ_INDEX;
+    set->start = 0;
+    set->count = 1;
+    const int fd = event.get();
+    std::memcpy(set->data, &fd, sizeof fd);
+    if (::ioctl(device_fd, VFIO_DEVICE_SET_IRQS, set) != 0) {
+        log_warn("ring3d: {}: cannot watch for the kernel's requests to release it: {}",
+                 m.info.address.to_string(), std::strerror(errno));
+        return;
+    }
+    add_to_epoll(epoll_.get(), fd, 0);
+    requests_.emplace(fd, m.info.address.to_string());
+    m.request_irq = std::move(event);
+}
+
+void Server::unwatch_requests(Managed& m) {
+    if (m.request_irq) {
+        ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, m.request_irq.get(), nullptr);
+        requests_.erase(m.request_irq.get());
+        m.request_irq.reset();
+    }
+}
+
+// The kernel wants the device back (hot-unplug, unbind): nothing may hold it open. A device
+// ring3d holds for the next claim is closed at once; a claimed one is quiesced now (no more
+// DMA, no interrupts: the owner's requests fail with its timeouts), its owner told, and killed
+// if it has not let go after kRevokeGrace.
+void Server::revoke(const std::string& bdf) {
+    Managed* m = managed(pci::Address::parse(bdf));
+    if (m == nullptr) {
+        return;
+    }
+    if (!m->removed) {
+        ++stats_.revocations;
+    }
+    m->removed = true;
+    m->note = "removed: the kernel asked for it back (hot-unplug or unbind)";
+    if (auto d = drivers_.find(bdf); d != drivers_.end()) {
+        d->second.spec.restart = Restart::no;
+        d->second.restart_at.reset();
+        d->second.note = "its device was removed";
+    }
+    if (m->ready) {
+        unwatch_requests(*m);
+        m->ready.reset();
+        log_warn("ring3d: {}: the kernel asks for it back (hot-unplug or unbind); released", bdf);
+        return;
+    }
+    const auto found = claims_.find(bdf);
+    if (found == claims_.end()) {
+        return;
+    }
+    Claim& c = found->second;
+    if (c.revoke_deadline) {
+        return;  // the kernel repeats its request; already under way
+    }
+    log_warn(
+        "ring3d: {}: the kernel asks for it back (hot-unplug or unbind): revoking the claim of {}",
+        bdf, owner_text(c.pid, c.uid, c.user, c.since));
+    if (c.opened.device_fd) {
+        // Through a second descriptor of ring3d's own, keeping the claim's open until the owner
+        // lets go.
+        UniqueFd again(::fcntl(c.opened.device_fd.get(), F_DUPFD_CLOEXEC, 0));
+        if (again) {
+            quiesce(c.address, vfio::OpenedDevice{c.opened.container, std::move(again)});
+        }
+    }
+    if (const auto client = clients_.find(c.client); client != clients_.end()) {
+        try {
+            send_message(c.client, nlohmann::json{{"event", "revoked"},
+                                                  {"device", bdf},
+                                                  {"reason",
+                                                   "the kernel asked for the device back "
+                                                   "(hot-unplug or unbind)"}}
+                                       .dump());
+        } catch (const std::exception&) {
+        }
+    }
+    c.revoke_deadline = std::chrono::steady_clock::now() + kRevokeGrace;
 }
 
 // At ring3d's stop: its drivers get SIGTERM, then SIGKILL after 5 s, and their devices back.

@@ -53,6 +53,7 @@ class Server {
         std::uint64_t releases = 0;
         std::uint64_t clients = 0;  // connections accepted
         std::uint64_t driver_starts = 0;
+        std::uint64_t revocations = 0;
     };
     const Stats& stats() const noexcept { return stats_; }
 
@@ -64,6 +65,10 @@ class Server {
         // then costs a round trip instead of the kernel's VFIO open (a function reset).
         std::optional<vfio::OpenedDevice> ready;
         bool warm_failed = false;  // the last attempt failed; retried after the next claim
+        // VFIO's request interrupt on ring3d's open instance (ready or claimed): signalled when
+        // the kernel wants the device back (hot-unplug, unbind).
+        UniqueFd request_irq;
+        bool removed = false;  // the kernel asked for it: never handed out again
     };
     struct Claim {
         pci::Address address;
@@ -76,6 +81,9 @@ class Server {
         // A claim recovered after a restart of ring3d: no connection and no references; ring3d
         // watches the owner's process (a pidfd) and quiesces the device when it ends.
         UniqueFd pidfd;
+        // Set when the kernel asked for the device back: the owner is killed if it still holds
+        // the device then, so that the removal can finish.
+        std::optional<std::chrono::steady_clock::time_point> revoke_deadline;
     };
     struct Client {
         UniqueFd fd;
@@ -123,8 +131,12 @@ class Server {
     void start(Driver& driver);
     void driver_exited(int pidfd);
     void stop_drivers();
-    int restart_timeout_ms() const;
-    void restart_due();
+    int next_timeout_ms() const;
+    void deadlines_due();
+    // Surprise removal (VFIO's request interrupt).
+    void watch_requests(Managed& m, int device_fd);
+    void unwatch_requests(Managed& m);
+    void revoke(const std::string& bdf);
     nlohmann::json driver_json(const std::string& bdf) const;
 
     Policy policy_;
@@ -138,6 +150,7 @@ class Server {
     std::map<int, std::string> watched_;     // pidfd of a recovered claim's owner -> its address
     std::map<std::string, Driver> drivers_;  // supervised drivers, by address
     std::map<int, std::string> children_;    // a running driver's pidfd -> its address
+    std::map<int, std::string> requests_;    // a request interrupt's eventfd -> its address
     Stats stats_;
 };
 

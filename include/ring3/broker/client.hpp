@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -25,6 +26,10 @@ struct Claim {
 // device free. Errors are ignored: closing the lease gives the device back in any case.
 void release(int lease, const pci::Address& device,
              std::chrono::milliseconds timeout = std::chrono::seconds(10)) noexcept;
+
+// Whether ring3d revoked the claim living on `lease` (a {"event":"revoked"} message waits on
+// it): its reason, or nothing. Does not block and leaves the message in place.
+std::optional<std::string> revoked(int lease);
 
 class Client {
   public:

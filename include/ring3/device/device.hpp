@@ -101,6 +101,11 @@ class Device {
     // Control. Bus mastering gates the device's DMA and its MSI/MSI-X (they are memory writes).
     void set_bus_master(bool enable);
     bool bus_master();
+    // Why the device is gone, when it is: taken back by its owner (ring3d revoked the claim
+    // because the kernel wants the device: hot-unplug, unbind). Drivers ask when a request is
+    // late, before trying to recover, and fail everything with that reason. Makes a system call;
+    // not for the hot path.
+    virtual std::optional<std::string> lost() { return std::nullopt; }
     virtual bool can_reset() = 0;
     virtual void reset() = 0;
 

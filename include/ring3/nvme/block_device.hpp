@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "ring3/block/block_device.hpp"
+#include "ring3/core/cycle_clock.hpp"
 #include "ring3/nvme/controller.hpp"
 
 namespace ring3::nvme {
@@ -118,6 +119,8 @@ class IoQueue final : public block::Queue {
     std::atomic<bool> active_{false};
     std::atomic<bool> pending_failure_{false};
     unsigned calls_since_sweep_ = 0;
+    static constexpr std::chrono::seconds kLostProbe{1};
+    CycleClock::time_point last_lost_probe_{};
     std::vector<Parent> parents_;
     std::vector<std::uint32_t> free_parents_;
     // PRP list pages (§4.3.1.2), taken per command and given back at its completion; sized by
@@ -148,7 +151,9 @@ class NvmeBlockDevice final : public block::BlockDevice {
     bool failed() const noexcept { return failed_.load(std::memory_order_acquire); }
 
     // Called by a queue whose command `command_id` outlived the I/O timeout.
-    void recover(IoQueue& queue, std::uint16_t command_id);
+    // `lost`: the device is gone (Device::lost()); everything fails with it, no reset.
+    void recover(IoQueue& queue, std::uint16_t command_id,
+                 std::optional<std::string> lost = std::nullopt);
 
   private:
     std::unique_ptr<Device> device_;
@@ -162,6 +167,7 @@ class NvmeBlockDevice final : public block::BlockDevice {
     unsigned resets_ = 0;
     std::atomic<bool> recovering_{false};
     std::atomic<bool> failed_{false};
+    std::atomic<bool> lost_{false};  // Device::lost() said so: no more admin commands
 };
 
 }  // namespace ring3::nvme

@@ -358,7 +358,19 @@ void IoQueue::check_timeout(bool force) {
     const auto now = CycleClock::now();
     std::uint16_t cid = 0;
     CycleClock::time_point stamped;
-    if (pair_->stamp_and_find_oldest(now, cid, stamped) && now - stamped > io_timeout_) {
+    if (!pair_->stamp_and_find_oldest(now, cid, stamped)) {
+        return;
+    }
+    // A request late by a second: is the device still ours? (A system call, at most once a
+    // second, only while something is late.)
+    if (now - stamped > kLostProbe && now - last_lost_probe_ > kLostProbe) {
+        last_lost_probe_ = now;
+        if (auto why = controller_.device().lost()) {
+            owner_.recover(*this, cid, std::move(*why));
+            return;
+        }
+    }
+    if (now - stamped > io_timeout_) {
         owner_.recover(*this, cid);
     }
 }
@@ -444,7 +456,7 @@ NvmeBlockDevice::NvmeBlockDevice(std::unique_ptr<Device> device, const BlockOpti
 
 NvmeBlockDevice::~NvmeBlockDevice() {
     for (auto& queue : queues_) {
-        if (queue) {
+        if (queue && !lost_.load(std::memory_order_acquire)) {  // a lost device answers nothing
             try {
                 controller_->delete_io_queue(queue->pair());
             } catch (const Error& e) {
@@ -529,25 +541,32 @@ dma::DmaPool& NvmeBlockDevice::dma_pool() {
 // Base 2.0 §5.1 (Abort) and §3.7.2 (Controller Level Reset): abort the late command; QEMU, like
 // many controllers, answers "not aborted", so then reset the controller. Everything in flight
 // is completed only after CSTS.RDY reads 0, when the device can no longer write into buffers.
-void NvmeBlockDevice::recover(IoQueue& late, std::uint16_t command_id) {
+void NvmeBlockDevice::recover(IoQueue& late, std::uint16_t command_id,
+                              std::optional<std::string> lost) {
     bool expected = false;
     if (!recovering_.compare_exchange_strong(expected, true)) {
         return;  // another queue's thread is recovering the controller already
     }
     const auto done_recovering = [this] { recovering_.store(false, std::memory_order_seq_cst); };
-    log_warn("{}: command {} on queue {} outlived the {} ms I/O timeout; aborting it", name(),
-             command_id, late.pair().id(), options_.io_timeout.count());
-    try {
-        const std::uint32_t result = controller_->abort(late.pair().id(), command_id);
-        if ((result & 1u) == 0) {
-            log_info("{}: the controller aborted command {}", name(), command_id);
-            done_recovering();
-            return;  // it completes with "Command Abort Requested"
-        }
-        log_warn("{}: the controller did not abort command {}; resetting it", name(), command_id);
-    } catch (const Error& e) {
-        log_warn("{}: abort failed ({}); resetting the controller", name(), e.what());
+    if (lost) {
+        log_error("{}: the device is gone ({}); failing every request", name(), *lost);
+    } else {
+        log_warn("{}: command {} on queue {} outlived the {} ms I/O timeout; aborting it", name(),
+                 command_id, late.pair().id(), options_.io_timeout.count());
     }
+    if (!lost)
+        try {
+            const std::uint32_t result = controller_->abort(late.pair().id(), command_id);
+            if ((result & 1u) == 0) {
+                log_info("{}: the controller aborted command {}", name(), command_id);
+                done_recovering();
+                return;  // it completes with "Command Abort Requested"
+            }
+            log_warn("{}: the controller did not abort command {}; resetting it", name(),
+                     command_id);
+        } catch (const Error& e) {
+            log_warn("{}: abort failed ({}); resetting the controller", name(), e.what());
+        }
 
     // Wait for the other queues' threads to leave their calls; wake those asleep on a vector.
     const auto deadline = CycleClock::now() + std::chrono::seconds(30);
@@ -569,6 +588,21 @@ void NvmeBlockDevice::recover(IoQueue& late, std::uint16_t command_id) {
             }
             std::this_thread::sleep_for(std::chrono::microseconds(50));
         }
+    }
+    if (lost) {
+        // Nothing to reset: fail what is in flight (each queue on its own thread) and refuse
+        // what comes.
+        lost_.store(true, std::memory_order_release);
+        failed_.store(true, std::memory_order_release);
+        for (auto& queue : queues_) {
+            if (queue.get() == &late) {
+                queue->fail_in_flight(-1);
+            } else if (queue) {
+                queue->mark_failed_by_reset();
+            }
+        }
+        done_recovering();
+        return;
     }
     try {
         controller_->reset([&] {

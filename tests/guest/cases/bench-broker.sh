@@ -34,7 +34,7 @@ address = "$supervised"
 
 [device.driver]
 command = ["ring3_guest_writer", "ring3d:{device}", "--seed", "9000", "--region-mib", "2",
-           "--passes", "0", "--restarted-passes", "0"]
+           "--passes", "0", "--restarted-passes", "0", "--mode", "interrupt"]
 user = 1002
 restart = "on-failure"
 restart_delay_ms = 0

@@ -35,7 +35,7 @@ address = "$nvme0"
 
 [device.driver]
 command = ["ring3_guest_writer", "ring3d:{device}", "--seed", "7000", "--region-mib", "16",
-           "--passes", "0", "--restarted-passes", "2", "--probe-sandbox"]
+           "--passes", "0", "--restarted-passes", "2", "--mode", "interrupt", "--probe-sandbox"]
 user = 1002
 restart = "on-failure"
 restart_delay_ms = 0

@@ -4,7 +4,8 @@
 // (docs: "acknowledged" in src/broker/PROTOCOL.md, "Supervised drivers").
 //
 //   ring3_guest_writer DEVICE --seed S [--region-mib M] [--bs B] [--qd Q] [--flush-every N]
-//                      [--passes P] [--restarted-passes R] [--probe-sandbox]
+//                      [--passes P] [--restarted-passes R] [--mode poll|interrupt|adaptive]
+//                      [--probe-sandbox]
 //
 // Generation G is $RING3D_RESTARTS (0 for the first start): it writes LBAs
 // [G*M MiB, (G+1)*M MiB) with the block pattern (include/ring3/block/pattern.hpp), pass k under
@@ -49,13 +50,14 @@ struct Options {
     unsigned passes = 0;
     unsigned restarted_passes = 1;
     bool probe_sandbox = false;
+    irq::WaitMode mode = irq::WaitMode::poll;
 };
 
 [[noreturn]] void usage(const char* why) {
     std::fprintf(stderr,
                  "ring3_guest_writer: %s\nusage: ring3_guest_writer DEVICE --seed S "
                  "[--region-mib M] [--bs B] [--qd Q] [--flush-every N] [--passes P] "
-                 "[--restarted-passes R] [--probe-sandbox]\n",
+                 "[--restarted-passes R] [--mode poll|interrupt|adaptive] [--probe-sandbox]\n",
                  why);
     std::exit(2);
 }
@@ -84,6 +86,11 @@ Options parse(int argc, char** argv) {
             o.passes = static_cast<unsigned>(value());
         } else if (a == "--restarted-passes") {
             o.restarted_passes = static_cast<unsigned>(value());
+        } else if (a == "--mode") {
+            if (i + 1 >= argc || !irq::parse_wait_mode(argv[i + 1])) {
+                usage("--mode takes poll, interrupt or adaptive");
+            }
+            o.mode = *irq::parse_wait_mode(argv[++i]);
         } else if (a == "--probe-sandbox") {
             o.probe_sandbox = true;
         } else if (a[0] != '-' && o.device.empty()) {
@@ -181,6 +188,7 @@ int run(const Options& o) {
     Timeline timeline;
     block::OpenBlockOptions options;
     options.timeline = &timeline;
+    options.mode = o.mode;
     auto dev = block::open_block_device(o.device, options);
     std::string steps;
     for (const Timeline::Step& step : timeline.steps()) {
@@ -202,7 +210,7 @@ int run(const Options& o) {
         std::fprintf(stderr, "writer: generation %u's region ends beyond the namespace\n", gen);
         return 2;
     }
-    block::Queue& q = dev->open_queue(0, o.qd + 1);  // the writes and a flush
+    block::Queue& q = dev->open_queue(0, o.qd + 1, o.mode);  // the writes and a flush
     std::vector<std::uint8_t> completed(chunks, 0);
     std::vector<Slot> slots(o.qd);
     std::vector<dma::DmaBuffer> buffers;
