@@ -229,6 +229,26 @@ class Parser {
                                known_list(known), hint));
     }
 
+    // One of a fixed set of words, e.g. restart = "on-failure".
+    template <typename T>
+    T choice(std::size_t table, const std::string& key, const std::shared_ptr<cpptoml::base>& value,
+             std::initializer_list<std::pair<std::string_view, T>> words) const {
+        const std::string text =
+            string_of(table, key, value, std::string(words.begin()->first).c_str());
+        std::string expected;
+        std::size_t i = 0;
+        for (const auto& [word, meaning] : words) {
+            if (word == text) {
+                return meaning;
+            }
+            expected += fmt::format("{}\"{}\"",
+                                    i == 0 ? "" : (i + 1 == words.size() ? " or " : ", "), word);
+            ++i;
+        }
+        const std::string bare = key.substr(key.rfind('.') + 1);
+        fail(line_of(table, key), fmt::format("'{}' = \"{}\": expected {}", bare, text, expected));
+    }
+
     std::int64_t integer_of(std::size_t line, const std::string& key,
                             const std::shared_ptr<cpptoml::base>& value, std::int64_t low,
                             std::int64_t high) const {
@@ -278,18 +298,10 @@ class Parser {
                     d.group = p;
                 }
             } else if (name == "restart") {
-                const std::string text = string_of(k, key, value, "on-failure");
-                if (text == "no") {
-                    d.restart = Restart::no;
-                } else if (text == "on-failure") {
-                    d.restart = Restart::on_failure;
-                } else if (text == "always") {
-                    d.restart = Restart::always;
-                } else {
-                    fail(line, fmt::format("'restart' = \"{}\": expected \"no\", \"on-failure\" "
-                                           "or \"always\"",
-                                           text));
-                }
+                d.restart = choice<Restart>(k, key, value,
+                                            {{"no", Restart::no},
+                                             {"on-failure", Restart::on_failure},
+                                             {"always", Restart::always}});
             } else if (name == "restart_delay_ms") {
                 d.restart_delay =
                     std::chrono::milliseconds(integer_of(line, name, value, 0, 3600000));
@@ -301,18 +313,10 @@ class Parser {
             } else if (name == "restart_window_s") {
                 d.restart_window = std::chrono::seconds(integer_of(line, name, value, 1, 86400));
             } else if (name == "sandbox") {
-                const std::string text = string_of(k, key, value, "on");
-                if (text == "on") {
-                    d.sandbox = SandboxMode::on;
-                } else if (text == "log") {
-                    d.sandbox = SandboxMode::log;
-                } else if (text == "off") {
-                    d.sandbox = SandboxMode::off;
-                } else {
-                    fail(line,
-                         fmt::format("'sandbox' = \"{}\": expected \"on\", \"log\" or \"off\"",
-                                     text));
-                }
+                d.sandbox = choice<SandboxMode>(k, key, value,
+                                                {{"on", SandboxMode::on},
+                                                 {"log", SandboxMode::log},
+                                                 {"off", SandboxMode::off}});
             } else if (name == "allow_syscalls") {
                 const auto array = value->as_array();
                 if (!array) {
