@@ -207,8 +207,10 @@ class Parser {
                           const std::shared_ptr<cpptoml::base>& value, const char* example) const {
         const auto s = value->as<std::string>();
         if (!s) {
+            // `key` is "driver.sandbox" inside [device.driver]: the file says "sandbox".
+            const std::string bare = key.substr(key.rfind('.') + 1);
             fail(line_of(table, key),
-                 fmt::format("'{}' must be a string, e.g. {} = \"{}\"", key, key, example));
+                 fmt::format("'{}' must be a string, e.g. {} = \"{}\"", bare, bare, example));
         }
         return s->get();
     }

@@ -265,6 +265,8 @@ TEST(BrokerPolicy, DriverMistakesNameLineAndKey) {
               "max_restarts, restart_window_s, sandbox, allow_syscalls, memlock_mib)");
     EXPECT_EQ(policy_error(head + "command = [\"d\"]\nuser = \"x\"\nmemlock_mib = -1\n"),
               "read policy ring3d.toml:6: 'memlock_mib' must be an integer in 1..16777216");
+    EXPECT_EQ(policy_error(head + "command = [\"d\"]\nuser = \"x\"\nsandbox = 3\n"),
+              "read policy ring3d.toml:6: 'sandbox' must be a string, e.g. sandbox = \"on\"");
     EXPECT_EQ(policy_error(head + "command = [\"d\"]\nuser = \"x\"\nallow_syscalls = [\"opne\"]\n"),
               "read policy ring3d.toml:6: 'allow_syscalls': unknown system call 'opne'");
     EXPECT_EQ(policy_error(head + "command = [\"d\"]\nuser = \"root\"\n"),
