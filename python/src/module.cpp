@@ -135,20 +135,13 @@ class Buffer {
     Buffer(DeviceRef owner, std::size_t size, std::size_t alignment)
         : owner_(std::move(owner)), buffer_(owner_->pool().allocate(size, alignment)) {}
 
-    std::uint64_t iova() const { return live().iova(); }
-    std::size_t size() const { return live().size(); }
-    std::byte* data() const { return live().data(); }
-    void free() noexcept { buffer_.reset(); }
-    bool alive() const noexcept { return static_cast<bool>(buffer_); }
+    std::uint64_t iova() const noexcept { return buffer_.iova(); }
+    std::size_t size() const noexcept { return buffer_.size(); }
+    std::byte* data() const noexcept { return buffer_.data(); }
 
   private:
-    const dma::DmaBuffer& live() const {
-        if (!buffer_) {
-            throw std::invalid_argument("DMA buffer used after free()");
-        }
-        return buffer_;
-    }
-
+    // No free(): the memory goes back when the Python object dies, which a memoryview or numpy
+    // array over it prevents (they hold a reference), so no view outlives the memory.
     DeviceRef owner_;  // declared first: the pool outlives the buffer
     dma::DmaBuffer buffer_;
 };
@@ -253,13 +246,8 @@ void bind_buffer(py::module_& m) {
         .def_property_readonly("iova", &Buffer::iova)
         .def_property_readonly("size", &Buffer::size)
         .def("__len__", &Buffer::size)
-        .def("free", &Buffer::free,
-             "Gives the memory back now (a view still held on it must not be used after)")
         .def("__repr__",
              [](const Buffer& b) {
-                 if (!b.alive()) {
-                     return std::string("<ring3.DmaBuffer freed>");
-                 }
                  return fmt::format("<ring3.DmaBuffer iova={:#x} size={}>", b.iova(), b.size());
              })
         .def_buffer([](Buffer& b) {
