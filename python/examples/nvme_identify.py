@@ -73,6 +73,8 @@ def main():
     sqe[:] = bytes(64)
     struct.pack_into("<IIQQQQI", sqe, 0, ADMIN_IDENTIFY | command_id << 16, 0, 0, 0,
                      data.iova, 0, CNS_CONTROLLER)
+    # x86 keeps stores in order, the uncached doorbell write included: the controller sees the
+    # entry before the doorbell (other architectures would need a write barrier here).
     bar.write32(DOORBELLS, 1)  # SQ 0 tail = 1
 
     # §4.6 Completion Queue Entry: poll the phase tag (bit 0 of the status word, 1 on the first

@@ -11,8 +11,6 @@
 Errors from ring3 are ring3.Error (an OSError) carrying ring3's message; bad arguments are
 ValueError. See python/README.md.
 """
-import asyncio as _asyncio
-
 from ._ring3 import Bar, Device, DmaBuffer, Error, Interrupt, open  # noqa: F401
 
 __all__ = ["Bar", "Device", "DmaBuffer", "Error", "Interrupt", "open"]
@@ -21,7 +19,9 @@ __all__ = ["Bar", "Device", "DmaBuffer", "Error", "Interrupt", "open"]
 async def _wait_async(self):
     """Waits for the vector in the running asyncio loop (loop.add_reader on its fd); returns how
     many interrupts arrived since the last wait. For UIO INTx, call rearm() after handling."""
-    loop = _asyncio.get_running_loop()
+    import asyncio  # here: importing asyncio costs more than the rest of ring3's import
+
+    loop = asyncio.get_running_loop()
     arrived = self.drain()
     if arrived:
         return arrived

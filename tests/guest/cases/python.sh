@@ -14,6 +14,7 @@ examples=/usr/share/ring3/examples
 edu=$(find_device 1234:11e8)
 nvme=$(find_device 1b36:0010)
 must python3 -c 'import sys, ring3; print(sys.version.split()[0], ring3.__file__)'
+run time python3 -c 'import ring3'  # start-up cost, for the log
 load_vfio
 
 # ---- errors carry ring3's message ----
