@@ -74,7 +74,7 @@ configure_file(${PROJECT_SOURCE_DIR}/cmake/ring3.pc.in ${PROJECT_BINARY_DIR}/rin
 install(FILES ${PROJECT_BINARY_DIR}/ring3.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig
         COMPONENT dev)
 
-# Debian packages (cpack -G DEB): ring3 (tools and shared libraries) and ring3-dev.
+# Debian packages (cpack -G DEB): ring3 (tools and shared libraries), ring3-dev and python3-ring3.
 set(CPACK_PACKAGE_NAME ring3)
 set(CPACK_PACKAGE_VENDOR "ring3")
 set(CPACK_PACKAGE_CONTACT "ring3 developers <ring3@localhost>")
@@ -99,4 +99,14 @@ set(CPACK_DEBIAN_DEV_PACKAGE_NAME ring3-dev)
 set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS "ring3 (= ${PROJECT_VERSION}), libfmt-dev")
 set(CPACK_DEBIAN_DEV_DESCRIPTION
     "ring3 development files\n Headers, the CMake package (find_package(ring3)) and the pkg-config file for\n writing user-space PCI drivers with ring3.")
+if(TARGET ring3_python)  # python/: the ring3 module for Debian's python3
+  list(APPEND CPACK_COMPONENTS_ALL python)
+  math(EXPR python_next_minor "${Python_VERSION_MINOR} + 1")
+  set(CPACK_DEBIAN_PYTHON_PACKAGE_NAME python3-ring3)
+  set(CPACK_DEBIAN_PYTHON_PACKAGE_SECTION python)
+  set(CPACK_DEBIAN_PYTHON_PACKAGE_DEPENDS
+      "ring3 (= ${PROJECT_VERSION}), python3 (>= ${Python_VERSION_MAJOR}.${Python_VERSION_MINOR}), python3 (<< ${Python_VERSION_MAJOR}.${python_next_minor})")
+  set(CPACK_DEBIAN_PYTHON_DESCRIPTION
+      "Python bindings of ring3\n The ring3 module: open a PCI device, map its BARs, DMA buffers with the buffer\n protocol, interrupts (also awaitable in asyncio), for prototyping drivers.")
+endif()
 include(CPack)
