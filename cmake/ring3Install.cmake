@@ -101,11 +101,18 @@ set(CPACK_DEBIAN_DEV_DESCRIPTION
     "ring3 development files\n Headers, the CMake package (find_package(ring3)) and the pkg-config file for\n writing user-space PCI drivers with ring3.")
 if(TARGET ring3_python)  # python/: the ring3 module for Debian's python3
   list(APPEND CPACK_COMPONENTS_ALL python)
-  math(EXPR python_next_minor "${Python_VERSION_MINOR} + 1")
+  string(REPLACE "." ";" python_version "${RING3_PYTHON_VERSION}")
+  list(GET python_version 0 python_major)
+  list(GET python_version 1 python_minor)
+  math(EXPR python_next_minor "${python_minor} + 1")
   set(CPACK_DEBIAN_PYTHON_PACKAGE_NAME python3-ring3)
   set(CPACK_DEBIAN_PYTHON_PACKAGE_SECTION python)
+  # dpkg-shlibdeps cannot resolve the module's libring3_*.so.0 (they are in the ring3 package,
+  # which ships no shlibs file): the dependencies are spelled out.
+  set(CPACK_DEBIAN_PYTHON_PACKAGE_SHLIBDEPS OFF)
+  set(CPACK_DEBIAN_PYTHON_PACKAGE_GENERATE_SHLIBS OFF)  # a module, not a library
   set(CPACK_DEBIAN_PYTHON_PACKAGE_DEPENDS
-      "ring3 (= ${PROJECT_VERSION}), python3 (>= ${Python_VERSION_MAJOR}.${Python_VERSION_MINOR}), python3 (<< ${Python_VERSION_MAJOR}.${python_next_minor})")
+      "ring3 (= ${PROJECT_VERSION}), libc6 (>= 2.34), libstdc++6 (>= 11), libgcc-s1 (>= 3.4), python3 (>= ${RING3_PYTHON_VERSION}), python3 (<< ${python_major}.${python_next_minor})")
   set(CPACK_DEBIAN_PYTHON_DESCRIPTION
       "Python bindings of ring3\n The ring3 module: open a PCI device, map its BARs, DMA buffers with the buffer\n protocol, interrupts (also awaitable in asyncio), for prototyping drivers.")
 endif()
