@@ -248,7 +248,7 @@ TEST(E1000ePort, DescriptorGarbageIsCountedNotTrusted) {
     ASSERT_TRUE(rig.model->inject(good, rx_status::dd | rx_status::eop, 0));
     ASSERT_TRUE(rig.model->inject(good, rx_status::dd));  // no EOP: a split frame...
     ASSERT_TRUE(rig.model->inject(good, rx_status::dd | rx_status::eop));  // ...and its end
-    ASSERT_TRUE(rig.model->inject(good, rx_status::dd | rx_status::eop, 0, rx_error::ce));
+    ASSERT_TRUE(rig.model->inject(good, rx_status::dd | rx_status::eop, -1, rx_error::ce));
     ASSERT_TRUE(rig.model->inject(good));
     net::Packet in[8];
     ASSERT_EQ(q.rx_burst(in, 8), 1u);

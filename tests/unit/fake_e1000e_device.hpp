@@ -51,9 +51,10 @@ class FakeE1000e {
     std::uint32_t get(std::size_t offset) { return device.peek<std::uint32_t>(0, offset); }
     void put(std::size_t offset, std::uint32_t value) { device.poke(0, offset, value); }
 
-    // Receives `frame` into the next posted buffer; false when none is posted (RDH == RDT).
+    // Receives `frame` into the next posted buffer, reporting `length` bytes (default: the
+    // frame's); false when none is posted (RDH == RDT).
     bool inject(const Frame& frame, std::uint8_t status = rx_status::dd | rx_status::eop,
-                std::uint16_t length = 0, std::uint8_t errors = 0) {
+                int length = -1, std::uint8_t errors = 0) {
         const std::uint32_t size = get(reg::Rdlen::offset) / sizeof(RxDescriptor);
         std::uint32_t head = get(reg::Rdh::offset);
         if (size == 0 || head == get(reg::Rdt::offset)) {
@@ -64,7 +65,8 @@ class FakeE1000e {
         RxDescriptor& d = ring[head];
         std::byte* buffer = device.dma().dma(d.buffer, frame.size());
         std::memcpy(buffer, frame.data(), frame.size());
-        d.length = length != 0 ? length : static_cast<std::uint16_t>(frame.size());
+        d.length =
+            static_cast<std::uint16_t>(length >= 0 ? length : static_cast<int>(frame.size()));
         d.errors = errors;
         d.status = status;
         put(reg::Rdh::offset, head + 1 == size ? 0 : head + 1);
