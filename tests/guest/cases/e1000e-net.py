@@ -14,6 +14,7 @@ import net_host  # noqa: E402
 
 MACS = {"tx0": "52:54:00:00:10:10", "rx0": "52:54:00:00:10:11"}
 # The frames the host sends to rx0: name -> (seed, count, smallest, largest).
+# (the guest gives its receiver the same seeds: 0x52581001 = 1381502977, 0x52581002 = 1381502978)
 FEEDS = {"rx-poll": (0x52581001, 100000, 60, 1514), "rx-interrupt": (0x52581002, 20000, 1514, 1514)}
 _keep = []  # sockets and threads that must live as long as the guest
 

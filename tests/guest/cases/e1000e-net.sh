@@ -47,7 +47,7 @@ perf_net tx-interrupt "vfio:$tx" --tx --mode interrupt --count 20000 --size 1514
 expect_eq "$(json_number tx_packets /tmp/perf-net.json)" 20000 "tx_packets of the interrupt run"
 
 # ---- 3. rx from the host --------------------------------------------------------------------
-perf_net_start rx-poll "vfio:$rx" --rx --count 100000 --time 150s --seed 1381498881
+perf_net_start rx-poll "vfio:$rx" --rx --count 100000 --time 150s --seed 1381502977
 perf_net_wait_running rx-poll
 host_action feed rx-poll
 perf_net_finish rx-poll || fail "perf net --rx (poll) failed"
@@ -58,7 +58,7 @@ for k in lost corrupt reordered duplicates; do
   expect_contains "$out" "\"$k\":0" "the poll receiver's $k"
 done
 perf_net_start rx-interrupt "vfio:$rx" --rx --mode interrupt --count 20000 --time 100s \
-  --seed 1381498882
+  --seed 1381502978
 perf_net_wait_running rx-interrupt
 host_action feed rx-interrupt
 perf_net_finish rx-interrupt || fail "perf net --rx (interrupt) failed"
