@@ -19,6 +19,11 @@ constexpr std::uint32_t kEthernetHeader = 14;
 // Buffers a queue's own pool holds beyond its rings: bursts in the caller's hands, and a second
 // queue sharing the pool (the two sides of a forwarder).
 constexpr unsigned kBurstReserve = 512;
+// Sent buffers are reclaimed in batches once this many frames are in flight (or when the ring is
+// short of room): lazily, yet early enough that the same few hundred buffers cycle through the
+// ring. A ring's worth of buffers in flight would spread the device's DMA (and each translation
+// by an IOMMU, emulated or not) over all of them.
+constexpr unsigned kTxReclaimThreshold = 128;
 
 }  // namespace
 
@@ -68,8 +73,8 @@ unsigned Queue::rx_burst(net::Packet* packets, unsigned n) noexcept {
 }
 
 unsigned Queue::tx_burst(net::Packet* packets, unsigned n) noexcept {
-    if (tx_->free_slots() < n) {
-        reclaim();  // lazily: only when the ring runs short
+    if (tx_->in_flight() >= kTxReclaimThreshold || tx_->free_slots() < n) {
+        reclaim();  // in batches: DD is checked once per reported descriptor, not per frame
     }
     const std::size_t buffer_size = pool_->buffer_size();
     unsigned accepted = 0;
