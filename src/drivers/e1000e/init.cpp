@@ -268,8 +268,7 @@ void Port::start() {
         }
     }
     if (init.state() == Initializer::State::failed) {
-        refuse(fmt::format("{} (while {})", init.error(), "bringing the device up"),
-               init.error_code());
+        refuse(init.error(), init.error_code());
     }
     mac_from_eeprom_ = init.mac_from_eeprom();
 
