@@ -1,5 +1,6 @@
 // The registry of NIC drivers: one explicit list (open.hpp says why not self-registration).
 // A driver adds its line here and its library to ring3_net_open in CMakeLists.txt.
+#include "ring3/e1000e/port.hpp"
 #include "ring3/net/open.hpp"
 #include "ring3/virtio/net.hpp"
 
@@ -17,6 +18,13 @@ constexpr NetDriver kDrivers[] = {
      &virtio::open_net},
     {"virtio-net", virtio::kVendorId, virtio::kNetTransitionalDeviceId, kNetworkClass,
      kBaseClassMask, &virtio::open_net},
+    // 82574 datasheet §1.4: the 82574L; QEMU's `e1000e` model.
+    {"e1000e", e1000e::kVendorIntel, e1000e::kDevice82574L, kNetworkClass, kBaseClassMask,
+     &e1000e::open_net},
+    // QEMU's `e1000` (82540EM), an older design with another register layout: matched only to
+    // be refused with a reason naming the 82574L, rather than "no network driver".
+    {"e1000 (refused)", e1000e::kVendorIntel, e1000e::kDevice82540EM, kNetworkClass, kBaseClassMask,
+     &e1000e::refuse_82540},
 };
 
 }  // namespace

@@ -22,6 +22,9 @@ std::string no_driver_reason(std::span<const NetDriver> drivers, std::uint16_t v
                              std::uint16_t device, std::uint32_t class_code) {
     std::string known;
     for (const NetDriver& d : drivers) {
+        if (std::string_view(d.name).find("(refused)") != std::string_view::npos) {
+            continue;  // matched only to say why it is not driven (drivers.cpp)
+        }
         known += known.empty() ? "" : ", ";
         known += d.device == NetDriver::kAnyDevice
                      ? fmt::format("{} ([{:04x}:*])", d.name, d.vendor)

@@ -226,12 +226,16 @@ TEST(NetRegistry, FindsByVendorDeviceAndClass) {
     EXPECT_EQ(no_driver_reason(drivers, 0x1234, 0x11e8, 0x00ff00),
               "no network driver for [1234:11e8] class 00ff00 (not a network controller); ring3 "
               "drives: virtio-net ([1af4:1041]), anything-intel ([8086:*])");
-    // ring3's own list: virtio-net (modern and transitional ids); the e1000e is not driven yet.
+    // ring3's own list: virtio-net (modern and transitional ids), the e1000e (82574L), and the
+    // e1000 (82540EM) matched only to be refused, so not listed as driven.
     EXPECT_NE(find_net_driver(net_drivers(), 0x1af4, 0x1041, 0x020000), nullptr);
     EXPECT_NE(find_net_driver(net_drivers(), 0x1af4, 0x1000, 0x020000), nullptr);
-    EXPECT_EQ(no_driver_reason(net_drivers(), 0x8086, 0x10d3, 0x020000),
-              "no network driver for [8086:10d3] class 020000 (Ethernet controller); ring3 "
-              "drives: virtio-net ([1af4:1041]), virtio-net ([1af4:1000])");
+    ASSERT_NE(find_net_driver(net_drivers(), 0x8086, 0x10d3, 0x020000), nullptr);
+    EXPECT_STREQ(find_net_driver(net_drivers(), 0x8086, 0x10d3, 0x020000)->name, "e1000e");
+    ASSERT_NE(find_net_driver(net_drivers(), 0x8086, 0x100e, 0x020000), nullptr);
+    EXPECT_EQ(no_driver_reason(net_drivers(), 0x8086, 0x1533, 0x020000),
+              "no network driver for [8086:1533] class 020000 (Ethernet controller); ring3 "
+              "drives: virtio-net ([1af4:1041]), virtio-net ([1af4:1000]), e1000e ([8086:10d3])");
     EXPECT_EQ(no_driver_reason({}, 0x8086, 0x10d3, 0x020000),
               "no network driver for [8086:10d3] class 020000 (Ethernet controller); ring3 "
               "drives: none yet (a TAP device works: tap:NAME)");

@@ -1,7 +1,8 @@
 // `ring3 irq-test DEVICE [--count N]`: raise interrupts on a device ring3 knows how to trigger and
 // measure how they arrive through the device's interrupt fds.
 //
-// e1000e (Intel 82574, datasheet ch. 10 "interrupt registers"): a cause set by software through
+// e1000e (Intel 82574, datasheet §10.2.4 "interrupt registers", declared in the driver's
+// include/ring3/e1000e/registers.hpp): a cause set by software through
 // ICS raises the interrupt the cause is routed to. With MSI-X (VFIO), IVAR routes the RxQ0 cause
 // to vector 0; without (UIO), the cause asserts INTx. What QEMU's model needs is written down in
 // shared/REFERENCE.md: bus mastering on, and the cause cleared through ICR after every interrupt,
@@ -15,26 +16,13 @@
 #include "commands.hpp"
 #include "ring3/core/error.hpp"
 #include "ring3/device/device.hpp"
+#include "ring3/e1000e/registers.hpp"
+#include "ring3/e1000e/spec.hpp"
+#include "ring3/mmio/register.hpp"
 #include "ring3/nvme/controller.hpp"
 
 namespace ring3::tool {
 namespace {
-
-namespace e1000e {
-inline constexpr std::uint16_t kVendor = 0x8086;
-inline constexpr std::uint16_t kDevice82574 = 0x10d3;
-// Register offsets in BAR0.
-inline constexpr std::uint64_t STATUS = 0x00008;
-inline constexpr std::uint64_t ICR = 0x000c0;   // Interrupt Cause Read (write 1s to clear)
-inline constexpr std::uint64_t ICS = 0x000c8;   // Interrupt Cause Set
-inline constexpr std::uint64_t IMS = 0x000d0;   // Interrupt Mask Set
-inline constexpr std::uint64_t IMC = 0x000d8;   // Interrupt Mask Clear
-inline constexpr std::uint64_t IVAR = 0x000e4;  // Interrupt Vector Allocation
-// Cause bits shared by ICR/ICS/IMS/IMC.
-inline constexpr std::uint32_t CAUSE_RXQ0 = 1u << 20;
-// IVAR: 4-bit field per cause, bit 3 valid, bits 2:0 the MSI-X vector; RxQ0 is bits 3:0.
-inline constexpr std::uint32_t IVAR_RXQ0_VALID = 1u << 3;
-}  // namespace e1000e
 
 struct Percentiles {
     double p50 = 0;
@@ -88,36 +76,40 @@ void run_e1000e(Device& device, unsigned count, bool json) {
         throw Error::invalid("irq-test", device.name(), "the device offers neither MSI-X nor INTx",
                              ENOTSUP);
     }
+    namespace reg = e1000e::reg;
     auto bar = device.map_region(0);
-    auto* regs = bar.mapping.data();
-    const auto read = [&](std::uint64_t offset) {
-        return *reinterpret_cast<volatile std::uint32_t*>(regs + offset);
-    };
-    const auto write = [&](std::uint64_t offset, std::uint32_t value) {
-        *reinterpret_cast<volatile std::uint32_t*>(regs + offset) = value;
-    };
-    if (read(e1000e::STATUS) == 0xffffffff) {
+    mmio::MappedIo regs(bar.mapping.data(), bar.mapping.size());
+    if (regs.size() < reg::kRegisterSpace) {
+        throw Error::invalid(
+            "irq-test", device.name(),
+            fmt::format("BAR0 is {} bytes, the 82574 has {}", regs.size(), reg::kRegisterSpace),
+            EIO);
+    }
+    if (regs.read<reg::Status>().raw() == 0xffffffff) {
         throw Error::invalid("irq-test", device.name(), "BAR0 reads all ones: device gone?", EIO);
     }
+    constexpr auto kRxQ0 = static_cast<std::uint32_t>(reg::Cause::RxQ0::mask);
 
     device.set_bus_master(true);  // an MSI-X message is a memory write by the device
     auto interrupts = device.enable_irqs(kind, 1);
     irq::Interrupt& vector = interrupts.front();
 
-    write(e1000e::IMC, 0xffffffff);
-    write(e1000e::ICR, 0xffffffff);
-    (void)read(e1000e::ICR);
+    regs.write_raw<reg::Imc>(0xffffffff);
+    regs.write_raw<reg::Icr>(0xffffffff);
+    (void)regs.read<reg::Icr>();
     if (msix) {
-        write(e1000e::IVAR, e1000e::IVAR_RXQ0_VALID | 0u /* vector 0 */);
+        // §10.2.4.9: the RxQ0 cause to MSI-X vector 0.
+        regs.write(
+            mmio::Value<reg::Ivar>().set<reg::Ivar::RxQ0Vector>(0).set<reg::Ivar::RxQ0Valid>(1));
     }
-    write(e1000e::IMS, e1000e::CAUSE_RXQ0);
+    regs.write_raw<reg::Ims>(kRxQ0);
     vector.drain();
 
     std::vector<double> latencies_us;
     latencies_us.reserve(count);
     for (unsigned i = 0; i < count; ++i) {
         const auto start = std::chrono::steady_clock::now();
-        write(e1000e::ICS, e1000e::CAUSE_RXQ0);
+        regs.write_raw<reg::Ics>(kRxQ0);
         const auto arrived = vector.wait(std::chrono::seconds(1));
         const auto end = std::chrono::steady_clock::now();
         if (arrived != 0) {
@@ -125,12 +117,12 @@ void run_e1000e(Device& device, unsigned count, bool json) {
         }
         // Clear the cause: in MSI-X mode reading ICR does not, and QEMU will not signal a cause
         // that is still pending. With INTx, clearing deasserts the line before it is re-armed.
-        write(e1000e::ICR, e1000e::CAUSE_RXQ0);
+        regs.write_raw<reg::Icr>(kRxQ0);
         if (!msix) {
             vector.rearm();
         }
     }
-    write(e1000e::IMC, 0xffffffff);
+    regs.write_raw<reg::Imc>(0xffffffff);
     device.disable_irqs(kind);
     device.set_bus_master(false);
 
@@ -203,7 +195,7 @@ void add_irq_test_command(CLI::App& app) {
         auto device = open_device(*spec);
         const std::uint16_t vendor = device->vendor_id();
         const std::uint16_t id = device->device_id();
-        if (vendor == e1000e::kVendor && id == e1000e::kDevice82574) {
+        if (vendor == e1000e::kVendorIntel && id == e1000e::kDevice82574L) {
             run_e1000e(*device, *count, *json);
             return;
         }

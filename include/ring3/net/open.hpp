@@ -32,7 +32,7 @@ using NetDriverFactory = std::unique_ptr<NetPort> (*)(std::unique_ptr<Device> de
 // `device` (or `device` is kAnyDevice) and (class_code & class_mask) == class_code of the entry.
 struct NetDriver {
     static constexpr std::uint32_t kAnyDevice = 0xffffffff;
-    const char* name;  // "virtio-net", "e1000e"
+    const char* name;  // "virtio-net", "e1000e", "e1000 (refused)"
     std::uint16_t vendor;
     std::uint32_t device;      // a 16-bit id, or kAnyDevice
     std::uint32_t class_code;  // 24 bits: base class, subclass, programming interface
@@ -40,7 +40,8 @@ struct NetDriver {
     NetDriverFactory factory;
 };
 
-// The drivers ring3 has (empty until the first NIC driver lands).
+// The drivers ring3 has. An entry whose name ends in "(refused)" matches a device only to refuse it
+// with a reason (its factory throws); no_driver_reason() does not list it as driven.
 std::span<const NetDriver> net_drivers() noexcept;
 
 // The first entry of `drivers` matching the device; nullptr when none does.

@@ -18,12 +18,10 @@
 """
 import os
 import socket
-import struct
 import sys
-import threading
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "checks"))
-import test_frames  # noqa: E402
+import net_host  # noqa: E402
 
 MACS = {"tx0": "52:54:00:00:00:10", "rx0": "52:54:00:00:00:11", "g0": "52:54:00:00:00:12",
         "a0": "52:54:00:00:00:13", "b0": "52:54:00:00:00:14", "r0": "52:54:00:00:00:15"}
@@ -32,76 +30,17 @@ FEEDS = {"rx-poll": (0x52580001, 100000, 60, 1514), "rx-interrupt": (0x52580002,
 _keep = []  # sockets and threads that must live as long as the guest
 
 
-def _free_port(kind=socket.SOCK_DGRAM):
-    s = socket.socket(socket.AF_INET, kind)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-class Feeder:
-    """Accepts QEMU's connection and sends each feed's frames (the socket netdev's framing over
-    TCP: a 32-bit big-endian length before each frame) when the guest asks for it."""
-
-    def __init__(self, guest):
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(1)
-        self.listener.settimeout(60)
-        self.port = self.listener.getsockname()[1]
-        self.guest = guest
-        self.lock = threading.Lock()
-        self.connection = None
-
-    def _connection(self):
-        with self.lock:
-            if self.connection is None:
-                self.connection, _ = self.listener.accept()
-            return self.connection
-
-    def _send(self, name):
-        seed, count, low, high = FEEDS[name]
-        frames = test_frames.Frames(seed, "02:00:00:00:00:09", MACS["rx0"])
-        connection = self._connection()
-        chunk = []
-        for sequence in range(count):
-            frame = frames.frame(0, sequence, frames.length(0, sequence, low, high))
-            chunk.append(struct.pack(">I", len(frame)) + frame)
-            if len(chunk) == 256 or sequence == count - 1:
-                connection.sendall(b"".join(chunk))
-                chunk = []
-        with open(self.guest.path("feeds.log"), "a") as f:
-            f.write(f"{name}: {count} frames sent, seed {seed:#x}\n")
-
-    def feed(self, name):
-        def start():
-            thread = threading.Thread(target=self._send, args=(name,), daemon=True)
-            thread.start()
-            _keep.append(thread)
-            seed, count, low, high = FEEDS[name]
-            return f"sending {count} frames of {low}-{high} bytes, seed {seed:#x}"
-        return start
-
-
 def configure(guest):
     guest.only()
     virtio = {"disable-legacy": "on", "iommu_platform": "on"}
-    tx_port, sink_port = _free_port(), _free_port()
-    wire1, wire2 = _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_STREAM)
-    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sink.bind(("127.0.0.1", sink_port))
-    _keep.append(sink)
-    feeder = Feeder(guest)
-    _keep.append(feeder)
-    for name in FEEDS:
-        guest.feeders[name] = feeder.feed(name)
+    tx_port, sink_port = net_host.dgram_sink(_keep)
+    wire1 = net_host.free_port(socket.SOCK_STREAM)
+    wire2 = net_host.free_port(socket.SOCK_STREAM)
+    feeder = net_host.Feeder(guest, FEEDS, MACS["rx0"], _keep)
 
     netdevs = {
-        "tx0": f"dgram,id=n-tx0,local.type=inet,local.host=127.0.0.1,local.port={tx_port},"
-               f"remote.type=inet,remote.host=127.0.0.1,remote.port={sink_port}",
-        "rx0": f"socket,id=n-rx0,connect=127.0.0.1:{feeder.port}",
+        "tx0": net_host.dgram_netdev("n-tx0", tx_port, sink_port),
+        "rx0": feeder.netdev("n-rx0"),
         # listeners before the sockets that connect to them
         "a0": f"socket,id=n-a0,listen=127.0.0.1:{wire1}",
         "r0": f"socket,id=n-r0,listen=127.0.0.1:{wire2}",
