@@ -26,9 +26,6 @@ namespace {
 
 constexpr unsigned kDefaultDepth = 256;
 constexpr unsigned kMaxDepth = 4096;
-// Buffers the caller may hold beyond the pool's 2 x depth: a receive and a transmit burst of
-// each of two queues sharing the pool (a forwarder).
-constexpr unsigned kBurstReserve = 512;
 constexpr std::chrono::microseconds kAdaptiveSpin{50};
 constexpr std::uint32_t kEthernetHeaderBytes = 14;
 constexpr std::uint32_t kVlanTagBytes = 4;
@@ -402,7 +399,7 @@ Queue& TapPort::open_queue(unsigned index, unsigned depth, irq::WaitMode mode,
     std::unique_ptr<dma::BufferPool> own;
     if (pool == nullptr) {
         own = std::make_unique<dma::BufferPool>(*dma_pool_, info_.buffer_size,
-                                                2 * depth + kBurstReserve);
+                                                own_pool_buffers(depth));
         pool = own.get();
     } else if (pool->buffer_size() < std::size_t{info_.headroom} + info_.max_frame) {
         throw Error::invalid("open queue", fmt::format("{} queue {}", name(), index),

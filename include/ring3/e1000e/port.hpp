@@ -15,6 +15,7 @@
 
 #include "ring3/device/device.hpp"
 #include "ring3/device/register_window.hpp"
+#include "ring3/device/resources.hpp"
 #include "ring3/dma/arena.hpp"
 #include "ring3/dma/pool.hpp"
 #include "ring3/e1000e/spec.hpp"
@@ -249,7 +250,7 @@ class Port final : public net::NetPort {
     net::Queue& open_queue(unsigned index, unsigned depth = 0,
                            irq::WaitMode mode = irq::WaitMode::poll,
                            dma::BufferPool* pool = nullptr) override;
-    dma::DmaPool& dma_pool() override { return *pool_; }
+    dma::DmaPool& dma_pool() override { return resources_.pool(); }
 
     mmio::RegisterIo& registers() noexcept { return *regs_; }
     InterruptKind interrupt_kind() const noexcept { return interrupt_kind_; }
@@ -268,12 +269,8 @@ class Port final : public net::NetPort {
     PortOptions options_;
     RegisterWindows windows_;
     std::unique_ptr<mmio::RegisterIo> regs_;
-    std::vector<irq::Interrupt> interrupts_;
+    DriverResources resources_;  // vectors, DMA arena and pool, bus mastering
     InterruptKind interrupt_kind_ = InterruptKind::none;
-    IrqKind irq_kind_ = IrqKind::intx;
-    std::unique_ptr<dma::DmaArena> arena_;
-    std::unique_ptr<dma::DmaPool> pool_;
-    bool bus_master_ = false;
     bool running_ = false;  // the device was started: stop() resets it
     bool mac_from_eeprom_ = false;
     net::PortInfo info_;

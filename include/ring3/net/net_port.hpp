@@ -154,6 +154,13 @@ struct LinkStatus {
     bool full_duplex = true;
 };
 
+// How many buffers a queue's own pool holds (open_queue without a pool): every ring slot twice
+// (one set with the device, one being filled or consumed), and 512 more for bursts in the caller's
+// hands and a second queue sharing the pool (the two sides of a forwarder).
+constexpr std::uint32_t own_pool_buffers(std::size_t ring_slots) noexcept {
+    return static_cast<std::uint32_t>(2 * ring_slots + 512);
+}
+
 class NetPort {
   public:
     virtual ~NetPort() = default;

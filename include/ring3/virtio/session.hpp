@@ -19,6 +19,7 @@
 
 #include "ring3/core/timeline.hpp"
 #include "ring3/device/device.hpp"
+#include "ring3/device/resources.hpp"
 #include "ring3/dma/arena.hpp"
 #include "ring3/dma/pool.hpp"
 #include "ring3/irq/interrupt.hpp"
@@ -54,14 +55,14 @@ class Session {
     std::string name() const { return device_->name(); }
     PciTransport& transport() noexcept { return *transport_; }
     const PciTransport& transport() const noexcept { return *transport_; }
-    dma::DmaArena& arena() noexcept { return *arena_; }
-    std::size_t space_index() const noexcept { return space_index_; }
-    dma::DmaPool& pool() noexcept { return *pool_; }
+    dma::DmaArena& arena() noexcept { return resources_.arena(); }
+    std::size_t space_index() const noexcept { return resources_.space_index(); }
+    dma::DmaPool& pool() noexcept { return resources_.pool(); }
     bool has(unsigned feature_bit) const noexcept { return transport_->has(feature_bit); }
 
     // Vectors: [0] configuration changes, [1..] queues. Empty in poll mode.
-    std::vector<irq::Interrupt>& interrupts() noexcept { return interrupts_; }
-    bool has_vectors() const noexcept { return !interrupts_.empty(); }
+    std::vector<irq::Interrupt>& interrupts() noexcept { return resources_.interrupts(); }
+    bool has_vectors() const noexcept { return resources_.vector_count() != 0; }
     // The vector for queue (or pair) `n`, round-robin over 1..size-1; kNoVector in poll mode.
     std::uint16_t vector_for(unsigned n) const noexcept;
     irq::Interrupt* interrupt_for(unsigned n) noexcept;
@@ -88,12 +89,8 @@ class Session {
   private:
     std::unique_ptr<Device> device_;
     SessionOptions options_;
-    std::vector<irq::Interrupt> interrupts_;
+    DriverResources resources_;  // vectors, DMA arena and pool, bus mastering
     std::unique_ptr<PciTransport> transport_;
-    std::unique_ptr<dma::DmaArena> arena_;
-    std::size_t space_index_ = 0;
-    std::unique_ptr<dma::DmaPool> pool_;
-    bool bus_master_ = false;
     bool reset_ = false;  // reset_device() done: the device is not driven again
 };
 

@@ -210,7 +210,7 @@ const char* to_string(InterruptKind kind) noexcept {
 }
 
 Port::Port(std::unique_ptr<Device> device, const PortOptions& options)
-    : device_(std::move(device)), options_(options), windows_(*device_) {
+    : device_(std::move(device)), options_(options), windows_(*device_), resources_(*device_) {
     try {
         start();
     } catch (...) {
@@ -255,8 +255,7 @@ void Port::start() {
     }
     regs_ = windows_.open(0, 0, reg::kRegisterSpace);  // §10.1.1: BAR0, 128 KiB of registers
     setup_interrupts();
-    arena_ = dma::DmaArena::create(options_.arena);
-    pool_ = std::make_unique<dma::DmaPool>(*arena_, arena_->attach(device_->iova_space()));
+    resources_.create_dma(options_.arena);
 
     running_ = true;
     Initializer init(*regs_, options_);
@@ -274,8 +273,7 @@ void Port::start() {
 
     // §4.6.7 and §4.6.6 need bus mastering for the device's descriptor fetches; MSI/MSI-X
     // messages are memory writes too.
-    device_->set_bus_master(true);
-    bus_master_ = true;
+    resources_.enable_bus_master();
     setup_rings();
 
     info_.mac = init.mac();
@@ -303,16 +301,13 @@ void Port::setup_interrupts() {
     // and "Other" (link changes) on vector 1; else one MSI or INTx for everything.
     const unsigned msix = device_->irq_count(IrqKind::msix);
     if (msix >= 2) {
-        interrupts_ = device_->enable_irqs(IrqKind::msix, 2);
-        irq_kind_ = IrqKind::msix;
+        resources_.enable_irqs(IrqKind::msix, 2);
         interrupt_kind_ = InterruptKind::msix;
     } else if (device_->irq_count(IrqKind::msi) >= 1) {
-        interrupts_ = device_->enable_irqs(IrqKind::msi, 1);
-        irq_kind_ = IrqKind::msi;
+        resources_.enable_irqs(IrqKind::msi, 1);
         interrupt_kind_ = InterruptKind::msi;
     } else if (device_->irq_count(IrqKind::intx) >= 1) {
-        interrupts_ = device_->enable_irqs(IrqKind::intx, 1);
-        irq_kind_ = IrqKind::intx;
+        resources_.enable_irqs(IrqKind::intx, 1);
         interrupt_kind_ = InterruptKind::intx;
     } else {
         throw Error::invalid(
@@ -325,8 +320,8 @@ void Port::setup_interrupts() {
 void Port::setup_rings() {
     mmio::RegisterIo& r = *regs_;
     const std::uint32_t size = options_.ring_size;
-    auto rx = std::make_unique<RxRing>(*pool_, size, r);
-    auto tx = std::make_unique<TxRing>(*pool_, size, r);
+    auto rx = std::make_unique<RxRing>(resources_.pool(), size, r);
+    auto tx = std::make_unique<TxRing>(resources_.pool(), size, r);
 
     // §4.6.6: receive initialisation. Ring base and length, head and tail 0 (no buffers yet:
     // Queue::open posts them), no delay timers (an interrupt per write-back, throttled by ITR).
@@ -405,7 +400,8 @@ void Port::setup_rings() {
     } else if (interrupt_kind_ != InterruptKind::none) {
         causes = static_cast<std::uint32_t>(reg::Cause::Rxt0::mask | reg::Cause::Txdw::mask);
     }
-    irq::Interrupt* interrupt = interrupts_.empty() ? nullptr : &interrupts_.front();
+    auto& vectors = resources_.interrupts();
+    irq::Interrupt* interrupt = vectors.empty() ? nullptr : &vectors.front();
     queue_ = std::make_unique<Queue>(*this, std::move(rx), std::move(tx), interrupt, causes);
 }
 
@@ -429,28 +425,8 @@ void Port::stop() noexcept {
         }
         running_ = false;
     }
-    queue_.reset();
-    if (bus_master_) {
-        bus_master_ = false;
-        try {
-            device_->set_bus_master(false);
-        } catch (const std::exception& e) {
-            log_warn("{}: turning bus mastering off: {}", device_->name(), e.what());
-        }
-    }
-    pool_.reset();
-    if (arena_) {
-        arena_->detach(device_->iova_space());
-        arena_.reset();
-    }
-    if (!interrupts_.empty()) {
-        interrupts_.clear();
-        try {
-            device_->disable_irqs(irq_kind_);
-        } catch (const std::exception& e) {
-            log_warn("{}", e.what());
-        }
-    }
+    queue_.reset();  // its buffers came from the pool
+    resources_.release();
     regs_.reset();
 }
 

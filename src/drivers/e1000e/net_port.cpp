@@ -16,9 +16,6 @@ namespace ring3::e1000e {
 namespace {
 
 constexpr std::uint32_t kEthernetHeader = 14;
-// Buffers a queue's own pool holds beyond its rings: bursts in the caller's hands, and a second
-// queue sharing the pool (the two sides of a forwarder).
-constexpr unsigned kBurstReserve = 512;
 // Sent buffers are reclaimed in batches once this many frames are in flight (or when the ring is
 // short of room): lazily, yet early enough that the same few hundred buffers cycle through the
 // ring. A ring's worth of buffers in flight would spread the device's DMA (and each translation
@@ -51,8 +48,7 @@ void Queue::open(unsigned depth, irq::WaitMode mode, dma::BufferPool* pool) {
     mode_ = interrupt_ == nullptr ? irq::WaitMode::poll : mode;
     max_frame_ = owner_.info().max_frame;
     if (pool == nullptr) {
-        const auto count =
-            static_cast<std::uint32_t>(2 * (rx_->size() + tx_->size()) + kBurstReserve);
+        const auto count = net::own_pool_buffers(rx_->size() + tx_->size());
         own_pool_ =
             std::make_unique<dma::BufferPool>(owner_.dma_pool(), owner_.info().buffer_size, count);
         pool = own_pool_.get();
@@ -175,7 +171,7 @@ net::Queue& Port::open_queue(unsigned index, unsigned depth, irq::WaitMode mode,
         throw Error::invalid(fmt::format("open queue 0 with depth {}", depth), name(),
                              fmt::format("the rings hold {} descriptors", ring), EINVAL);
     }
-    if (mode != irq::WaitMode::poll && interrupts_.empty()) {
+    if (mode != irq::WaitMode::poll && resources_.interrupts().empty()) {
         throw Error::invalid(fmt::format("open queue 0 in {} mode", irq::to_string(mode)), name(),
                              "the device was opened in poll mode (no interrupts)", EINVAL);
     }

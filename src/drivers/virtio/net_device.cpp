@@ -74,10 +74,7 @@ namespace {
 
 constexpr std::uint32_t kHeader = sizeof(NetHeader);
 constexpr std::uint32_t kEthernetHeader = 14;
-constexpr std::uint16_t kMinMtu = 68;  // RFC 791: every IPv4 link carries 68-byte datagrams
-// Buffers a queue's own pool holds beyond its rings: bursts in the caller's hands, and a second
-// queue sharing the pool (the two sides of a forwarder).
-constexpr unsigned kBurstReserve = 512;
+constexpr std::uint16_t kMinMtu = 68;    // RFC 791: every IPv4 link carries 68-byte datagrams
 constexpr std::size_t kControlAck = 32;  // where the ack byte lies in the control buffer
 constexpr std::uint8_t kAckUnset = 0xff;
 
@@ -115,8 +112,7 @@ void NetQueue::open(unsigned depth, irq::WaitMode mode, dma::BufferPool* pool) {
     mode_ = interrupt_ == nullptr ? irq::WaitMode::poll : mode;
     max_frame_ = owner_.info().max_frame;
     if (pool == nullptr) {
-        const auto count =
-            static_cast<std::uint32_t>(2 * (rx_->size() + tx_->size()) + kBurstReserve);
+        const auto count = net::own_pool_buffers(rx_->size() + tx_->size());
         own_pool_ =
             std::make_unique<dma::BufferPool>(owner_.dma_pool(), owner_.info().buffer_size, count);
         pool = own_pool_.get();

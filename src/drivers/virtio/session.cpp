@@ -6,7 +6,6 @@
 #include <algorithm>
 
 #include "ring3/core/error.hpp"
-#include "ring3/core/log.hpp"
 
 namespace ring3::virtio {
 
@@ -19,7 +18,7 @@ std::uint16_t round_down_pow2(std::uint32_t value) noexcept {
 }
 
 Session::Session(std::unique_ptr<Device> device, const SessionOptions& options)
-    : device_(std::move(device)), options_(options) {
+    : device_(std::move(device)), options_(options), resources_(*device_) {
     try {
         transport_ = std::make_unique<PciTransport>(*device_, options.transport);
         mark(options.timeline, "virtio capabilities");
@@ -35,12 +34,9 @@ Session::Session(std::unique_ptr<Device> device, const SessionOptions& options)
                                 msix),
                     ENOTSUP);
             }
-            interrupts_ =
-                device_->enable_irqs(IrqKind::msix, std::min(msix, std::max(2u, options.vectors)));
+            resources_.enable_irqs(IrqKind::msix, std::min(msix, std::max(2u, options.vectors)));
         }
-        arena_ = dma::DmaArena::create(options.arena);
-        space_index_ = arena_->attach(device_->iova_space());
-        pool_ = std::make_unique<dma::DmaPool>(*arena_, space_index_);
+        resources_.create_dma(options.arena);
         mark(options.timeline, "DMA arena");
     } catch (...) {
         release();
@@ -54,22 +50,22 @@ Session::~Session() {
 }
 
 std::uint16_t Session::vector_for(unsigned n) const noexcept {
-    if (interrupts_.size() < 2) {
+    const std::size_t vectors = resources_.vector_count();
+    if (vectors < 2) {
         return kNoVector;
     }
-    return static_cast<std::uint16_t>(1 + n % (interrupts_.size() - 1));
+    return static_cast<std::uint16_t>(1 + n % (vectors - 1));
 }
 
 irq::Interrupt* Session::interrupt_for(unsigned n) noexcept {
     const std::uint16_t vector = vector_for(n);
-    return vector == kNoVector ? nullptr : &interrupts_[vector];
+    return vector == kNoVector ? nullptr : &resources_.interrupts()[vector];
 }
 
 std::uint64_t Session::start(const Initializer::Features& features) {
     const std::uint64_t negotiated = transport_->negotiate(features);
     mark(options_.timeline, "virtio reset and feature negotiation");
-    device_->set_bus_master(true);
-    bus_master_ = true;
+    resources_.enable_bus_master();
     if (has_vectors()) {
         transport_->set_config_vector(0);
     }
@@ -78,8 +74,8 @@ std::uint64_t Session::start(const Initializer::Features& features) {
 
 std::unique_ptr<SplitQueue> Session::create_queue(std::uint16_t index, std::uint16_t size,
                                                   std::uint16_t vector) {
-    auto ring = std::make_unique<SplitQueue>(*pool_, index, size, has(feature::event_idx),
-                                             transport_->notify(), 0);
+    auto ring = std::make_unique<SplitQueue>(resources_.pool(), index, size,
+                                             has(feature::event_idx), transport_->notify(), 0);
     PciTransport::QueueSetup setup;
     setup.index = index;
     setup.size = size;
@@ -119,27 +115,7 @@ void Session::reset_device() noexcept {
 }
 
 void Session::release() noexcept {
-    if (bus_master_) {
-        bus_master_ = false;
-        try {
-            device_->set_bus_master(false);
-        } catch (const std::exception& e) {
-            log_warn("{}: turning bus mastering off: {}", device_->name(), e.what());
-        }
-    }
-    pool_.reset();
-    if (arena_) {
-        arena_->detach(device_->iova_space());
-        arena_.reset();
-    }
-    if (!interrupts_.empty()) {
-        interrupts_.clear();
-        try {
-            device_->disable_irqs(IrqKind::msix);
-        } catch (const std::exception& e) {
-            log_warn("{}", e.what());
-        }
-    }
+    resources_.release();
     transport_.reset();
 }
 
