@@ -2,6 +2,7 @@
 // code docs/first-driver.md walks through. Register facts from QEMU's docs/specs/edu.rst.
 //
 //   ring3-edu vfio:0000:00:03.0 [FACTORIALS [DMA_ROUND_TRIPS]]
+#include <charconv>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -11,6 +12,7 @@
 #include <ring3/dma/arena.hpp>
 #include <ring3/mmio/register.hpp>
 #include <string>
+#include <string_view>
 
 namespace edu {
 using ring3::mmio::Register;
@@ -44,8 +46,18 @@ int main(int argc, char** argv) try {
         std::fprintf(stderr, "usage: %s DEVICE [FACTORIALS [DMA_ROUND_TRIPS]]\n", argv[0]);
         return 2;
     }
-    const int factorials = argc > 2 ? std::stoi(argv[2]) : 10;
-    const int round_trips = argc > 3 ? std::stoi(argv[3]) : 10;
+    auto count = [&](int i, const char* what) {  // a count of 0..1000000, or a clear error
+        int n = 10;
+        if (argc > i) {
+            const std::string_view text(argv[i]);
+            const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+            if (ec != std::errc() || end != text.data() + text.size() || n < 0 || n > 1000000)
+                throw ring3::Error::invalid(
+                    "parse", what, "'" + std::string(text) + "' is not a count of 0..1000000");
+        }
+        return n;
+    };
+    const int factorials = count(2, "FACTORIALS"), round_trips = count(3, "DMA_ROUND_TRIPS");
 
     auto device = ring3::open_device(argv[1]);  // "vfio:BDF", "uio:BDF" or "ring3d:BDF"
     if (device->vendor_id() != 0x1234 || device->device_id() != 0x11e8)

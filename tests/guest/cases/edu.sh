@@ -33,6 +33,9 @@ growth=$(irq_growth /tmp/edu-irqs | awk '{ s += $3 - $2 } END { print s + 0 }')
 echo "MSIs counted on the edu's vfio-msi line: $growth"
 [ "$growth" -ge 1150 ] || fail "expected at least 1150 MSIs while ring3-edu ran, counted $growth"
 
-# Bad input: a malformed BDF is refused with ring3's reason.
+# Bad input: a malformed BDF is refused with ring3's reason...
 must_fail ring3-edu vfio:00:zz.0
 expect_contains "$OUT" "ring3-edu: " "the error of a malformed BDF"
+# ... and so is a count that is not one.
+must_fail ring3-edu "vfio:$edu" 12x
+expect_contains "$OUT" "'12x' is not a count of 0..1000000" "the error of a bad count"
