@@ -19,7 +19,6 @@
 namespace ring3::vfio_user {
 namespace {
 
-
 Error malformed(const std::string& what, const std::string& reason, int errnum = EPROTO) {
     return Error::invalid("decode", what, reason, errnum);
 }
