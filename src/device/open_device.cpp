@@ -4,12 +4,14 @@
 
 #include <cerrno>
 #include <charconv>
+#include <cstdlib>
 
 #include "ring3/broker/client.hpp"
 #include "ring3/core/error.hpp"
 #include "ring3/device/device.hpp"
 #include "ring3/device/uio.hpp"
 #include "ring3/device/vfio.hpp"
+#include "ring3/device/vfio_user.hpp"
 #include "ring3/pci/sysfs.hpp"
 
 namespace ring3 {
@@ -71,10 +73,23 @@ std::unique_ptr<Device> open_device(std::string_view spec, const OpenOptions& op
     if (starts_with("vfio-fd:")) {
         return open_handed_over(spec);
     }
-    if (spec.find('/') != std::string_view::npos || starts_with("vfio-user:")) {
-        throw Error::invalid(
-            "open device", fmt::format("'{}'", spec),
-            "unknown kind of device; give vfio:BDF, uio:BDF, ring3d:BDF or a bare BDF", EINVAL);
+    if (starts_with("vfio-user:")) {
+        const std::string path(spec.substr(10));
+        if (path.empty()) {
+            throw Error::invalid("open device", fmt::format("'{}'", spec),
+                                 "no socket path; expected vfio-user:/path/to/socket", EINVAL);
+        }
+        vfio_user::ClientOptions client;
+        const char* env = std::getenv("RING3_VFIO_USER_RECONNECT");
+        client.reconnect =
+            options.vfio_user_reconnect || (env != nullptr && env == std::string("1"));
+        return vfio_user::open(path, client);
+    }
+    if (spec.find('/') != std::string_view::npos) {
+        throw Error::invalid("open device", fmt::format("'{}'", spec),
+                             "unknown kind of device; give vfio:BDF, uio:BDF, ring3d:BDF, "
+                             "vfio-user:/path/to/socket or a bare BDF",
+                             EINVAL);
     }
     // A bare BDF: whatever user-space driver the device is bound to.
     const pci::Address address = pci::Address::parse(spec);

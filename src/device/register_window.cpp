@@ -2,6 +2,8 @@
 
 #include <fmt/core.h>
 
+#include <algorithm>
+
 #include "ring3/core/error.hpp"
 
 namespace ring3 {
@@ -47,7 +49,15 @@ std::unique_ptr<mmio::RegisterIo> RegisterWindows::open(unsigned index, std::uin
         throw Error::invalid(what, device_.name(),
                              fmt::format("outside the BAR's {} bytes", info.size), ENODEV);
     }
-    if (info.mappable && info.sparse_areas.empty() && !info.io_space) {
+    // A window maps when the whole region maps, or when it lies inside one of the areas a
+    // partly mappable region allows (vfio-user's doorbell page, VFIO's sparse areas).
+    const bool inside_area =
+        info.sparse_areas.empty() ||
+        std::any_of(info.sparse_areas.begin(), info.sparse_areas.end(), [&](const auto& area) {
+            return offset >= area.first && offset - area.first <= area.second &&
+                   length <= area.second - (offset - area.first);
+        });
+    if (info.mappable && inside_area && !info.io_space) {
         auto mapping = mappings_[index];
         if (!mapping) {
             mapping = std::make_shared<RegionMapping>(device_.map_region(index, mode_));

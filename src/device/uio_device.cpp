@@ -146,7 +146,7 @@ class UioDevice final : public Device {
             (info_.path / (fmt::format("resource{}", index) + (wc ? "_wc" : ""))).string();
         UniqueFd fd = UniqueFd::open(path, O_RDWR);
         return RegionMapping{
-            Mapping::map(fd.get(), info.size, PROT_READ | PROT_WRITE, MAP_SHARED, 0, path), 0};
+            Mapping::map(fd.get(), info.size, PROT_READ | PROT_WRITE, MAP_SHARED, 0, path), 0, {}};
     }
 
     void region_read(unsigned index, std::uint64_t offset, std::span<std::byte> out) override {

@@ -96,7 +96,8 @@ class VfioDevice final : public Device {
         if (region.info.sparse_areas.empty()) {
             return RegionMapping{Mapping::map(fd_.get(), region.info.size, prot, MAP_SHARED,
                                               region.file_offset, what),
-                                 0};
+                                 0,
+                                 {}};
         }
         // Only some areas may be mapped: reserve the region's span inaccessible and map each area
         // at its place, so offsets stay region offsets and a stray access to a hole faults.
@@ -113,7 +114,7 @@ class VfioDevice final : public Device {
                 throw Error::from_errno("map sparse area of", what);
             }
         }
-        return RegionMapping{std::move(whole), 0};
+        return RegionMapping{std::move(whole), 0, {}};
     }
 
     void region_read(unsigned index, std::uint64_t offset, std::span<std::byte> out) override {

@@ -19,8 +19,6 @@
 namespace ring3::vfio_user {
 namespace {
 
-constexpr const char* kProtocol = "vfio-user";
-
 Error malformed(const std::string& what, const std::string& reason, int errnum = EPROTO) {
     return Error::invalid("decode", what, reason, errnum);
 }

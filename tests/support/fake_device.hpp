@@ -210,7 +210,7 @@ class FakeDevice final : public Device {
             throw Error::from_errno("map fake BAR", name_);
         }
         ++maps;
-        return RegionMapping{Mapping(view, bar.size), 0};
+        return RegionMapping{Mapping(view, bar.size), 0, {}};
     }
     void region_read(unsigned index, std::uint64_t offset, std::span<std::byte> out) override {
         Bar& bar = checked(index, offset, out.size());

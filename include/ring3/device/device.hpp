@@ -47,10 +47,13 @@ struct RegionInfo {
     std::vector<std::pair<std::uint64_t, std::uint64_t>> sparse_areas;
 };
 
-// A mapped region: the Mapping plus where in the region it starts.
+// A mapped region: the Mapping plus where in the region it starts. `backend_token` lets a backend
+// tell whether the mapping is still held (vfio-user replaces a held mapping's pages in place after
+// reconnecting to a restarted server); keep it with the mapping.
 struct RegionMapping {
     Mapping mapping;
     std::uint64_t region_offset = 0;
+    std::shared_ptr<void> backend_token;
 };
 
 class Device {
@@ -114,13 +117,17 @@ class Device {
 };
 
 // Opens a device by spec string: "vfio:BDF", "uio:BDF", "ring3d:BDF" (claimed from the I/O server,
-// include/ring3/broker/client.hpp), or a bare BDF ("VFIO if bound to vfio-pci,
+// include/ring3/broker/client.hpp), "vfio-user:/path/to.sock" (a device served by another process,
+// include/ring3/device/vfio_user.hpp), or a bare BDF ("VFIO if bound to vfio-pci,
 // UIO if bound to uio_pci_generic, else an error that says how to bind it").
 struct OpenOptions {
     std::string sysfs_root = "/sys";
     std::string dev_root = "/dev";
     // Several VFIO devices opened with the same container share one IOVA space.
     std::shared_ptr<vfio::Container> vfio_container;
+    // vfio-user: re-attach to a server restarted at the same path instead of failing
+    // (the environment variable RING3_VFIO_USER_RECONNECT=1 turns it on as well).
+    bool vfio_user_reconnect = false;
 };
 std::unique_ptr<Device> open_device(std::string_view spec, const OpenOptions& options = {});
 

@@ -1,7 +1,8 @@
 // Register windows: an mmio::RegisterIo over part of a device region, whatever the backend can do.
-// When the region maps, the window is a MappedIo into one shared mapping of it (each access one
-// load or store, no system call); when it does not (an I/O BAR, vfio-user without mmap, sparse
-// areas), every access is one Device::region_read/region_write call of the access's width.
+// When the region maps, or the window lies inside one of its mappable sparse areas (vfio-user's
+// NVMe doorbells), the window is a MappedIo into one shared mapping of it (each access one load or
+// store, no system call); when it does not (an I/O BAR, vfio-user without mmap, a trapped part of
+// a sparse region), every access is one Device::region_read/region_write call of its width.
 // A driver asks for windows and never learns which of the two it got.
 #pragma once
 

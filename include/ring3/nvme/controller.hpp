@@ -195,7 +195,8 @@ class Controller {
     Device& device_;
     ControllerOptions options_;
     RegisterWindows windows_;
-    std::unique_ptr<mmio::RegisterIo> registers_;
+    std::unique_ptr<mmio::RegisterIo> registers_;  // BAR0 0x0-0xfff
+    std::unique_ptr<mmio::RegisterIo> doorbells_;  // BAR0 from 0x1000
     std::unique_ptr<dma::DmaArena> arena_;
     std::size_t space_index_ = 0;
     std::unique_ptr<dma::DmaPool> pool_;

@@ -51,7 +51,11 @@ Controller::Controller(Device& device, const ControllerOptions& options)
                                          bar0.size),
                              ENODEV);
     }
-    registers_ = windows_.open(0, 0, bar0.size);
+    // Two windows: the registers, and the doorbells after them (§3.1.3.25), so that a device
+    // that traps its registers but lets the doorbell page be mapped (vfio-user's sparse mmap)
+    // still rings doorbells with plain stores.
+    registers_ = windows_.open(0, 0, reg::kDoorbellBase);
+    doorbells_ = windows_.open(0, reg::kDoorbellBase, bar0.size - reg::kDoorbellBase);
 
     const auto cap = registers_->read<reg::Cap>();
     if (cap.raw() == ~0ull) {
@@ -90,9 +94,10 @@ Controller::Controller(Device& device, const ControllerOptions& options)
     mark(options_.timeline, "DMA arena");
     const std::uint32_t admin_entries =
         std::clamp<std::uint32_t>(options_.admin_entries, 2, std::min(max_queue_entries_, 4096u));
-    admin_ = std::make_unique<QueuePair>(*pool_, 0, admin_entries, *registers_,
-                                         reg::sq_tail_doorbell(0, doorbell_stride_),
-                                         reg::cq_head_doorbell(0, doorbell_stride_));
+    admin_ = std::make_unique<QueuePair>(
+        *pool_, 0, admin_entries, *doorbells_,
+        reg::sq_tail_doorbell(0, doorbell_stride_) - reg::kDoorbellBase,
+        reg::cq_head_doorbell(0, doorbell_stride_) - reg::kDoorbellBase);
     initialize({});
     mark(options_.timeline, "controller enable");
     identify();
@@ -255,9 +260,10 @@ std::unique_ptr<QueuePair> Controller::create_io_queue(std::uint16_t id, std::ui
                                          entries, max_queue_entries_),
                              EINVAL);
     }
-    auto queue = std::make_unique<QueuePair>(*pool_, id, entries, *registers_,
-                                             reg::sq_tail_doorbell(id, doorbell_stride_),
-                                             reg::cq_head_doorbell(id, doorbell_stride_));
+    auto queue = std::make_unique<QueuePair>(
+        *pool_, id, entries, *doorbells_,
+        reg::sq_tail_doorbell(id, doorbell_stride_) - reg::kDoorbellBase,
+        reg::cq_head_doorbell(id, doorbell_stride_) - reg::kDoorbellBase);
     register_io_queue(*queue, vector);
     return queue;
 }
