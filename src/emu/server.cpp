@@ -330,6 +330,8 @@ std::vector<std::byte> Server::region_access(vfio_user::Message& m) {
                              fmt::format("{} bytes at {:#x} outside its {:#x} bytes", access.count,
                                          access.offset, size));
     }
+    log_debug("{}: {} region {} offset {:#x} count {}", path_, what, access.region, access.offset,
+              access.count);
     if (write) {
         if (transfer.data.size() != access.count) {
             throw Error::invalid(what, "request", "data length differs from count");

@@ -141,7 +141,7 @@ TEST_F(EmuServer, RegionInfoOffersTheDoorbellPageAsASparseArea) {
     EXPECT_NE(info.info.flags & VFIO_REGION_INFO_FLAG_MMAP, 0u);
     ASSERT_EQ(info.sparse_areas.size(), 1u);
     EXPECT_EQ(info.sparse_areas[0].offset, 0x1000u);
-    EXPECT_EQ(info.sparse_areas[0].size, 0x1000u);
+    EXPECT_EQ(info.sparse_areas[0].size, 0x3000u);
     ASSERT_EQ(reply.fds.size(), 1u);
     void* page = mmap(nullptr, 0x1000, PROT_READ | PROT_WRITE, MAP_SHARED, reply.fds[0].get(),
                       static_cast<off_t>(info.info.offset + 0x1000));

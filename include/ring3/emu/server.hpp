@@ -195,6 +195,7 @@ class PciFunction {
     };
     std::uint64_t msix_access(std::uint64_t offset, unsigned width, const std::uint64_t* value);
     void ensure_msix();
+    bool msix_structure(unsigned region, std::uint64_t offset, std::uint64_t size) const noexcept;
     bool msix_vector_masked(unsigned vector) const noexcept;
     void signal(unsigned vector) noexcept;
     void config_written();
