@@ -65,6 +65,17 @@ class EmuServer : public ::testing::Test {
         server_ = std::make_unique<Server>(path_, *function_);
         thread_ = std::thread([this] { server_->run(); });
     }
+    // A fresh controller with one I/O queue pair and these faults.
+    void restart_with_faults(std::initializer_list<const char*> faults) {
+        stop();
+        NvmeOptions options;
+        options.size = 1 << 20;
+        options.queues = 1;
+        for (const char* fault : faults) {
+            parse_fault(fault, options.faults);
+        }
+        start(options);
+    }
     void stop() {
         if (server_) {
             server_->stop();
@@ -492,14 +503,7 @@ TEST_F(EmuServer, IoThroughPrpListsAndSglsReachesTheStorage) {
 }
 
 TEST_F(EmuServer, FaultsDropCorruptAndFatalStatusAreDeterministic) {
-    stop();
-    NvmeOptions options;
-    options.size = 1 << 20;
-    options.queues = 1;
-    parse_fault("drop:2", options.faults);
-    parse_fault("corrupt:3", options.faults);
-    parse_fault("cfs:4", options.faults);
-    start(options);
+    restart_with_faults({"drop:2", "corrupt:3", "cfs:4"});
     NvmeHost host(path_);
     const auto read = NvmeHost::io(nvme::io::read, 0, 1, NvmeHost::kIova + NvmeHost::kData);
     EXPECT_EQ(host.status(1, read), 0u);
@@ -517,13 +521,7 @@ TEST_F(EmuServer, FaultsDropCorruptAndFatalStatusAreDeterministic) {
 }
 
 TEST_F(EmuServer, FaultsDelayAndVanish) {
-    stop();
-    NvmeOptions options;
-    options.size = 1 << 20;
-    options.queues = 1;
-    parse_fault("delay:30000", options.faults);
-    parse_fault("vanish:2", options.faults);
-    start(options);
+    restart_with_faults({"delay:30000", "vanish:2"});
     {
         NvmeHost host(path_);
         const auto read = NvmeHost::io(nvme::io::read, 0, 1, NvmeHost::kIova + NvmeHost::kData);
