@@ -21,7 +21,7 @@ set(ring3_layers
     ring3_vfio_user:vfio_user ring3_broker_policy:broker_policy ring3_device:device
     ring3_block:block ring3_net:net
     ring3_nvme:nvme ring3_virtio:virtio ring3_e1000e:e1000e ring3_block_drivers:block_drivers
-    ring3_net_open:net_open)
+    ring3_net_open:net_open ring3_emu:emu)
 set(ring3_layer_targets)
 foreach(entry IN LISTS ring3_layers)
   string(REPLACE ":" ";" pair "${entry}")
@@ -66,7 +66,7 @@ install(FILES ${PROJECT_BINARY_DIR}/ring3Config.cmake ${PROJECT_BINARY_DIR}/ring
 
 # pkg-config: the libraries in link order (users before what they use).
 set(ring3_pc_libs "")
-foreach(target IN ITEMS ring3_net_open ring3_block_drivers ring3_nvme
+foreach(target IN ITEMS ring3_emu ring3_net_open ring3_block_drivers ring3_nvme
                         ring3_virtio ring3_e1000e ring3_net ring3_block ring3_device
                         ring3_vfio_user ring3_broker_client
                         ring3_irq ring3_dma ring3_pci ring3_core)

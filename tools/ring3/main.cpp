@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
     ring3::tool::add_perf_command(app);
     ring3::tool::add_hold_command(app);
     ring3::tool::add_ps_command(app);
+    ring3::tool::add_emu_command(app);
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
