@@ -154,6 +154,8 @@ class NvmeBlockDevice final : public block::BlockDevice {
     // `lost`: the device is gone (Device::lost()); everything fails with it, no reset.
     void recover(IoQueue& queue, std::uint16_t command_id,
                  std::optional<std::string> lost = std::nullopt);
+    // The Device::incarnation() the controller was last brought up on (queues compare).
+    std::atomic<std::uint64_t> incarnation_{0};
 
   private:
     std::unique_ptr<Device> device_;
