@@ -541,6 +541,100 @@ TEST_F(EmuServer, FaultsDelayAndVanish) {
     EXPECT_EQ(read_region(channel, kConfigRegion, 0, 2), 0x1b36u);
 }
 
+// PciFunction alone (no socket): MSI-X masking and pending bits, and the DMA table's bounds.
+class TrivialModel final : public DeviceModel {
+  public:
+    void reset() override { ++resets; }
+    unsigned resets = 0;
+};
+
+TEST(EmuFunction, MsixHonoursEnableFunctionMaskAndVectorMask) {
+    PciFunction function("msix");
+    TrivialModel model;
+    function.config().set_identity(0x1234, 0x5678, 0x020000);
+    function.config().add_bar(2, 0x1000, false);
+    function.config().add_msix(2, 2, 0x0, 0x800);
+    function.config().add_pcie_endpoint();
+    function.set_model(&model);
+    std::vector<UniqueFd> fds;
+    fds.emplace_back(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    fds.emplace_back(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    const int vector1 = fds[1].get();
+    function.set_msix_eventfds(0, std::move(fds));
+    const auto fired = [vector1] {
+        std::uint64_t count = 0;
+        return ::read(vector1, &count, sizeof count) == sizeof count;
+    };
+    // MSI-X not enabled in config space: eventfds alone decide (a VFIO-style client).
+    EXPECT_TRUE(function.raise_msix(1));
+    EXPECT_TRUE(fired());
+    // Enabled: vectors start masked (PCI 3.0 §6.8.2.9); a raise sets the PBA bit instead.
+    const std::uint8_t cap = function.config().bytes()[0x34];
+    const std::byte enable[1] = {std::byte{0x80}};
+    function.region_write(kConfigRegion, cap + 3u, enable);
+    EXPECT_TRUE(function.config().msix_enabled());
+    EXPECT_FALSE(function.raise_msix(1));
+    EXPECT_FALSE(fired());
+    std::byte pba[4] = {};
+    function.region_read(2, 0x800, pba);
+    EXPECT_EQ(pba[0], std::byte{2});
+    // Unmasking vector 1 (its Vector Control dword) sends the pending message.
+    const std::byte unmask[4] = {};
+    function.region_write(2, 16 + 12, unmask);
+    EXPECT_TRUE(fired());
+    function.region_read(2, 0x800, pba);
+    EXPECT_EQ(pba[0], std::byte{0});
+    EXPECT_TRUE(function.raise_msix(1));
+    EXPECT_TRUE(fired());
+    EXPECT_FALSE(function.raise_msix(2));  // no such vector
+    // Function Level Reset through the PCIe capability resets config and the model.
+    const std::uint8_t pcie = function.config().bytes()[cap + 1u];
+    const std::byte flr[1] = {std::byte{0x80}};
+    function.region_write(kConfigRegion, pcie + 9u, flr);
+    EXPECT_EQ(model.resets, 1u);
+    EXPECT_FALSE(function.config().msix_enabled());
+    function.set_model(nullptr);
+}
+
+TEST(EmuFunction, DmaTableRefusesOverlapsSplitsAndOutOfBoundsRanges) {
+    PciFunction function("dma");
+    ClientMemory memory(1 << 16);
+    const auto map = [&](std::uint64_t iova, std::uint64_t size, std::uint64_t offset,
+                         std::uint32_t flags) {
+        function.map_dma(iova, size, offset, flags, UniqueFd(dup(memory.fd.get())), 4);
+    };
+    map(0x10000, 0x4000, 0, vfio_user::kDmaRead | vfio_user::kDmaWrite);
+    map(0x14000, 0x4000, 0x4000, vfio_user::kDmaRead);  // adjacent, read-only
+    EXPECT_NE(function.dma(0x10000, 0x4000, true), nullptr);
+    EXPECT_EQ(function.dma(0x10000, 0x4001, true), nullptr);  // crosses into the next mapping
+    EXPECT_EQ(function.dma(0x14000, 16, true), nullptr);      // device may not write there
+    EXPECT_NE(function.dma(0x14000, 16, false), nullptr);
+    EXPECT_EQ(function.dma(0xffff, 2, false), nullptr);
+    EXPECT_EQ(function.dma(~0ull - 4, 8, false), nullptr);
+    // The memory is the client's: a write through dma() shows in its mapping.
+    std::memset(function.dma(0x10010, 4, true), 0x5a, 4);
+    EXPECT_EQ(memory.data[0x10], std::byte{0x5a});
+    const auto refused = [&](auto call, int errnum) {
+        try {
+            call();
+        } catch (const Error& e) {
+            return e.errnum() == errnum;
+        }
+        return false;
+    };
+    EXPECT_TRUE(refused([&] { map(0x13000, 0x2000, 0, vfio_user::kDmaRead); }, EEXIST));
+    EXPECT_TRUE(refused([&] { map(0x20000, 0x1000, 0x10000, vfio_user::kDmaRead); }, EINVAL));
+    EXPECT_TRUE(refused([&] { map(0x20000, 0x1000, 0, 0x4); }, EINVAL));
+    EXPECT_TRUE(refused([&] { map(~0ull - 0xfff, 0x2000, 0, vfio_user::kDmaRead); }, EINVAL));
+    EXPECT_TRUE(refused([&] { function.unmap_dma(0x11000, 0x1000); }, EINVAL));  // a split
+    function.unmap_dma(0x10000, 0x8000);
+    EXPECT_EQ(function.dma_mapping_count(), 0u);
+    for (std::uint64_t i = 0; i < 4; ++i) {
+        map(0x100000 * (i + 1), 0x1000, 0, vfio_user::kDmaRead);
+    }
+    EXPECT_TRUE(refused([&] { map(0x900000, 0x1000, 0, vfio_user::kDmaRead); }, ENOSPC));
+}
+
 TEST(EmuFaults, ParsesKindsAndRefusesBadText) {
     Faults faults;
     parse_fault("delay:250", faults);
