@@ -96,20 +96,24 @@ void Server::run() {
             }
             throw Error::from_errno("accept on", path_);
         }
-        vfio_user::Channel channel(std::move(client), path_, options_.limits);
-        log_info("{}: client connected", path_);
-        function_.take_disconnect_request();  // a request left from the previous client
-        serve(channel);
-        {
-            auto lock = function_.lock();
-            function_.detach_client();
-        }
-        ++clients_;
-        log_info("{}: client gone; DMA mappings and eventfds dropped, device state kept", path_);
+        serve_client(std::move(client));
         if (options_.once) {
             break;
         }
     }
+}
+
+void Server::serve_client(UniqueFd socket) {
+    vfio_user::Channel channel(std::move(socket), path_, options_.limits);
+    log_info("{}: client connected", path_);
+    function_.take_disconnect_request();  // a request left from the previous client
+    serve(channel);
+    {
+        auto lock = function_.lock();
+        function_.detach_client();
+    }
+    ++clients_;
+    log_info("{}: client gone; DMA mappings and eventfds dropped, device state kept", path_);
 }
 
 void Server::serve(vfio_user::Channel& channel) {

@@ -1,13 +1,13 @@
-// libFuzzer target for the server side of vfio-user (src/emu/server.cpp on src/vfio_user): the
-// input is a byte stream as a client might send it, served by a Server carrying the emulated NVMe
-// controller. Every message is either answered (a reply or an error reply) or ends the connection;
-// the server must come back for the next client. A crash, a hang or an out-of-bounds access (under
-// ASan) is a finding. DMA_MAP needs an fd, which no input carries, so DMA memory stays unmapped
-// and the controller's DMA attempts are refused by the function's bounds checks.
+// libFuzzer target for the server side of vfio-user (src/emu/server.cpp over
+// src/vfio_user/protocol.cpp): the input is a byte stream as a client might send it, served by an
+// emu::Server over a socketpair. The function behind it is a small deterministic model (no
+// threads): BAR0 with trapped registers and an mmap-able page, MSI-X in BAR2, a PCIe capability.
+// Every command must get a reply or close the connection; a crash, a hang or an out-of-bounds
+// access (ASan) is a finding. Replies are drained and checked to be replies to commands.
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -16,59 +16,102 @@
 #include <string>
 #include <thread>
 
+#include "ring3/core/error.hpp"
 #include "ring3/core/unique_fd.hpp"
-#include "ring3/emu/nvme.hpp"
 #include "ring3/emu/server.hpp"
 
 namespace {
 
-struct Rig {
-    std::string path;
-    ring3::emu::PciFunction function{"fuzz-nvme"};
-    std::unique_ptr<ring3::emu::NvmeController> nvme;
-    std::unique_ptr<ring3::emu::Server> server;
+using namespace ring3;
 
-    Rig() : path("/tmp/ring3-fuzz-vfio-user-" + std::to_string(::getpid()) + ".sock") {
-        ring3::emu::NvmeOptions options;
-        options.size = 1u << 20;
-        options.queues = 2;
-        nvme = std::make_unique<ring3::emu::NvmeController>(function, options);
-        ring3::emu::Server::Options server_options;
-        server_options.once = true;
-        server = std::make_unique<ring3::emu::Server>(path, function, server_options);
+class Registers final : public emu::DeviceModel {
+  public:
+    explicit Registers(emu::PciFunction& function) {
+        emu::ConfigSpace& config = function.config();
+        config.set_identity(0x1b36, 0x0010, 0x010802);
+        config.add_bar(0, 0x4000, true);
+        config.add_bar(2, 0x1000, false);
+        config.add_msix(4, 2, 0, 0x800);
+        config.add_pcie_endpoint();
+        function.set_bar_handlers(
+            0,
+            [this](std::uint64_t offset, unsigned width) {
+                std::uint64_t value = 0;
+                if (offset + width <= sizeof regs_) {
+                    std::memcpy(&value, regs_ + offset, width);
+                }
+                return value;
+            },
+            [this](std::uint64_t offset, unsigned width, std::uint64_t value) {
+                if (offset + width <= sizeof regs_) {
+                    std::memcpy(regs_ + offset, &value, width);
+                }
+            });
+        function.add_memory_area(0, 0x1000, 0x1000, true);
+        function.set_model(this);
     }
+    void reset() override { std::memset(regs_, 0, sizeof regs_); }
+
+  private:
+    std::uint8_t regs_[0x100] = {};
 };
 
-Rig& rig() {
-    static Rig* instance = new Rig();  // lives as long as the process (the poller thread too)
-    return *instance;
-}
+struct Fixture {
+    Fixture() : function("fuzz"), model(function) {
+        emu::Server::Options options;
+        options.limits.max_data_xfer_size = 4096;
+        server = std::make_unique<emu::Server>(
+            "/tmp/ring3-emu-fuzz-" + std::to_string(::getpid()) + ".sock", function, options);
+    }
+    emu::PciFunction function;
+    Registers model;
+    std::unique_ptr<emu::Server> server;
+};
 
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-    Rig& r = rig();
-    ring3::UniqueFd client(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_un address{};
-    address.sun_family = AF_UNIX;
-    std::memcpy(address.sun_path, r.path.data(), r.path.size());
-    if (!client ||
-        ::connect(client.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0) {
+    static Fixture fixture;
+    int pair[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
         std::abort();
     }
-    // Inputs are small (max_len) and fit in the socket buffer; replies are drained by a thread so
-    // that a big REGION_READ reply cannot block the server.
+    UniqueFd client(pair[1]);
+    // The inputs are small (max_len) and fit in the socket buffer at once; the replies may not,
+    // so the server runs in its own thread while this one drains them.
     if (size != 0 && ::write(client.get(), data, size) != static_cast<ssize_t>(size)) {
         std::abort();
     }
     ::shutdown(client.get(), SHUT_WR);
-    std::thread drain([fd = client.get()] {
-        char sink[65536];
-        while (::read(fd, sink, sizeof sink) > 0) {
+    std::thread server([&] { fixture.server->serve_client(UniqueFd(pair[0])); });
+    vfio_user::Limits limits;
+    limits.max_msg_fds = 253;
+    vfio_user::Channel channel(std::move(client), "fuzz", limits);
+    for (;;) {
+        std::optional<vfio_user::Message> reply;
+        try {
+            reply = channel.receive();
+        } catch (const Error& e) {
+            // A server that closes with input unread makes AF_UNIX reset the connection; its
+            // own replies are otherwise always well-formed.
+            if (e.errnum() != ECONNRESET) {
+                std::abort();
+            }
+            break;
         }
-    });
-    r.server->run();  // serves this one connection (Options::once)
-    ::shutdown(client.get(), SHUT_RDWR);
-    drain.join();
+        if (!reply) {
+            break;
+        }
+        if (!reply->is_reply()) {
+            std::abort();
+        }
+    }
+    server.join();
+    {
+        auto lock = fixture.function.lock();
+        if (fixture.function.dma_mapping_count() != 0) {
+            std::abort();  // a client that left keeps nothing mapped
+        }
+    }
     return 0;
 }

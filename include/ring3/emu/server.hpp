@@ -245,6 +245,9 @@ class Server {
     const std::string& path() const noexcept { return path_; }
     // Accepts and serves clients until stop() (or, with `once`, until the first one leaves).
     void run();
+    // Serves one already connected client (a socketpair end, a fuzzer's stream) until it
+    // leaves; then drops its DMA mappings and eventfds. run() does this for each accepted one.
+    void serve_client(UniqueFd socket);
     // Thread and signal safe: makes run() return soon.
     void stop() noexcept;
     unsigned clients_served() const noexcept { return clients_; }
