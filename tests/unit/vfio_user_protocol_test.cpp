@@ -133,7 +133,9 @@ TEST(VfioUserProtocol, RegionAccessDataMustMatchItsCount) {
 }
 
 TEST(VfioUserChannel, CarriesMessagesAndFds) {
-    auto [a, b] = connected_pair();
+    auto channels = connected_pair();
+    Channel& a = channels.first;
+    Channel& b = channels.second;
     UniqueFd event(::eventfd(0, EFD_CLOEXEC));
     const int fd = event.get();
     Header header;
@@ -160,7 +162,9 @@ TEST(VfioUserChannel, CarriesMessagesAndFds) {
 
 TEST(VfioUserChannel, RefusesBadHeadersAndTornMessages) {
     {
-        auto [a, b] = connected_pair();
+        auto channels = connected_pair();
+        Channel& a = channels.first;
+        Channel& b = channels.second;
         Header header;
         header.msg_size = 1u << 30;
         ASSERT_EQ(::write(a.fd(), &header, sizeof header), 16);
@@ -168,7 +172,9 @@ TEST(VfioUserChannel, RefusesBadHeadersAndTornMessages) {
                   std::string::npos);
     }
     {
-        auto [a, b] = connected_pair();
+        auto channels = connected_pair();
+        Channel& a = channels.first;
+        Channel& b = channels.second;
         Header header;
         header.msg_size = 16;
         header.flags = 7;
@@ -176,7 +182,9 @@ TEST(VfioUserChannel, RefusesBadHeadersAndTornMessages) {
         EXPECT_NE(error_of([&] { b.receive(); }).find("message type 7"), std::string::npos);
     }
     {
-        auto [a, b] = connected_pair();
+        auto channels = connected_pair();
+        Channel& a = channels.first;
+        Channel& b = channels.second;
         Header header;
         header.msg_size = 64;  // promises 48 bytes of payload, sends 10
         ASSERT_EQ(::write(a.fd(), &header, sizeof header), 16);
@@ -186,7 +194,9 @@ TEST(VfioUserChannel, RefusesBadHeadersAndTornMessages) {
                   std::string::npos);
     }
     {
-        auto [a, b] = connected_pair();
+        auto channels = connected_pair();
+        Channel& a = channels.first;
+        Channel& b = channels.second;
         ASSERT_EQ(::write(a.fd(), "abc", 3), 3);  // a torn header
         a.close();
         EXPECT_NE(error_of([&] { b.receive(); }).find("closed 3 bytes into a 16-byte read"),
@@ -195,7 +205,9 @@ TEST(VfioUserChannel, RefusesBadHeadersAndTornMessages) {
     {
         Limits few;
         few.max_msg_fds = 1;
-        auto [a, b] = connected_pair(few);
+        auto channels = connected_pair(few);
+        Channel& a = channels.first;
+        Channel& b = channels.second;
         a.set_limits(Limits{});
         UniqueFd e1(::eventfd(0, EFD_CLOEXEC)), e2(::eventfd(0, EFD_CLOEXEC));
         const int fds[] = {e1.get(), e2.get()};
@@ -206,7 +218,9 @@ TEST(VfioUserChannel, RefusesBadHeadersAndTornMessages) {
 }
 
 TEST(VfioUserChannel, CallTurnsAnErrorReplyIntoTheServersErrno) {
-    auto [client, server] = connected_pair();
+    auto channels = connected_pair();
+    Channel& client = channels.first;
+    Channel& server = channels.second;
     std::thread peer([&server] {
         auto request = server.receive();
         ASSERT_TRUE(request);
