@@ -115,6 +115,7 @@ class Run:
                     process.wait()
             if name.startswith("emu"):
                 print(f"{name}: {self.log(name).splitlines()[-1:]}", flush=True)
+        self.processes = []
 
 
 def bound_socket(path):
@@ -185,10 +186,13 @@ def case_rx(run, c, test_frames):
     def send():
         # A full device socket blocks this send: the device reads it only when the driver has
         # posted receive buffers, so nothing is dropped on the way.
+        # Connected, so that waiting for room sleeps on the device's queue (poll(2) on an
+        # unconnected datagram socket reports it writable at once, and the wait would spin).
+        peer.connect(emu + ".dgram")
         peer.settimeout(30)
         for sequence in range(FRAMES):
             frame = frames.frame(0, sequence, frames.length(0, sequence, *SIZES))
-            peer.sendto(frame, emu + ".dgram")
+            peer.send(frame)
             sent[0] += 1
 
     started = time.monotonic()
