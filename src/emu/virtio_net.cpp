@@ -407,12 +407,13 @@ void VirtioNetDevice::poll_loop() {
     }
 }
 
+bool VirtioNetDevice::live() const noexcept {
+    constexpr std::uint8_t running = status::features_ok | status::driver_ok;
+    return !halted_ && (status_ & running) == running &&
+           (status_ & (status::device_needs_reset | status::failed)) == 0;
+}
+
 bool VirtioNetDevice::poll_once() {
-    const auto live = [this] {
-        constexpr std::uint8_t running = status::features_ok | status::driver_ok;
-        return !halted_ && (status_ & running) == running &&
-               (status_ & (status::device_needs_reset | status::failed)) == 0;
-    };
     if (!live()) {
         return false;
     }
@@ -586,8 +587,8 @@ bool VirtioNetDevice::process_tx(unsigned pair) {
         ++q.last_avail;
         worked = true;
         complete(q, r, chain.head, 0);  // §5.1.6.2.1: nothing written into a transmit buffer
-        if (status_ & status::device_needs_reset) {
-            break;
+        if (!live()) {
+            break;  // a bad descriptor on the way, or a fault
         }
     }
     return worked;
@@ -670,7 +671,7 @@ bool VirtioNetDevice::process_rx_from_peer() {
         }
         has_pending_rx_ = false;
         worked = true;
-        if (status_ & status::device_needs_reset) {
+        if (!live()) {
             break;
         }
     }

@@ -10,6 +10,8 @@ captures with them), which share no code with ring3.
   pair  two devices wired back to back with --peer: perf net --tx on one while perf net --rx
         runs on the other in interrupt mode (MSI-X eventfds, used_event), 100,000 frames,
         nothing lost; the sender's capture checked too
+  fault --fault corrupt|vanish|cfs: a fault at frame 1000 fails perf net --tx (exit 1, no hang);
+        the device then serves a clean run to the end
 
 Every wait is bounded; a process still running at the end is killed."""
 import argparse
@@ -230,9 +232,39 @@ def case_pair(run, c, net_host):
               f"({elapsed:.1f} s)", flush=True)
 
 
+def case_fault(run, c, kind):
+    """A fault injected at frame 1000 of the device's life stops perf net --tx with an error
+    (exit 1) within its stall/drain timeouts; the device then serves the next client, whose
+    reset brings it back, and a clean run completes."""
+    emu = run.emu("emu", "--fault", f"{kind}:1000")
+    started = time.monotonic()
+    faulted = run.perf("perf-fault", emu, "--tx", "--size", "60-1514")
+    try:
+        faulted.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        faulted.kill()
+    elapsed = time.monotonic() - started
+    c.expect(faulted.returncode == 1, f"{kind}: perf net exited with {faulted.returncode} "
+                                      f"(1 expected): {run.log('perf-fault')}")
+    print(f"fault {kind}:1000: perf net failed as it should after {elapsed:.1f} s: "
+          f"{run.log('perf-fault').splitlines()[-1:]}", flush=True)
+    emu_process = run.processes[0][1]
+    c.expect(emu_process.poll() is None, f"{kind}: the device exited: {run.log('emu')}")
+    clean = run.perf("perf-clean", emu, "--tx", "--size", "60-1514")
+    report = run.report(c, "perf-clean", clean)
+    if report is not None:
+        c.expect(report.get("ok") is True and report.get("packets") == FRAMES,
+                 f"{kind}: the run after the fault: {report.get('packets')} frames, "
+                 f"problems {report.get('problems')}, stopped {report.get('stopped')}")
+        print(f"fault {kind}:1000: the next client sent {report.get('packets')} frames",
+              flush=True)
+    run.stop()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("case", choices=["tx", "rx", "pair"])
+    parser.add_argument("case", choices=["tx", "rx", "pair", "fault"])
+    parser.add_argument("--fault", choices=["corrupt", "vanish", "cfs"], help="with case fault")
     parser.add_argument("--ring3", required=True)
     parser.add_argument("--checks", required=True, help="tests/guest/checks")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -247,6 +279,8 @@ def main():
             case_tx(run, c, net_host)
         elif args.case == "rx":
             case_rx(run, c, test_frames)
+        elif args.case == "fault":
+            case_fault(run, c, args.fault or "corrupt")
         else:
             case_pair(run, c, net_host)
     finally:

@@ -150,6 +150,7 @@ class VirtioNetDevice final : public DeviceModel {
     // The poller.
     void poll_loop();
     bool poll_once();
+    bool live() const noexcept;  // running (DRIVER_OK), not broken, not vanished
     bool rings(Queue& q, Rings& out) noexcept;
     bool next_chain(Queue& q, const Rings& r, Chain& chain);
     bool process_tx(unsigned pair);
