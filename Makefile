@@ -1,7 +1,7 @@
 # ring3 — the two commands a user needs are `make demo` and `make test` (see README.md).
 # Everything else here is a building block of those two.
 
-.PHONY: all deps build demo test check format format-check clean bench bench-nvme bench-blk bench-net bench-broker
+.PHONY: all deps build demo test check format format-check clean bench bench-nvme bench-blk bench-net bench-broker bench-emu
 
 all: build
 
@@ -41,6 +41,10 @@ bench-net: build
 # a supervised driver after SIGKILL, in one QEMU guest boot (root, ~10 min).
 bench-broker: build
 	bench/broker/run build/gcc
+
+# The drivers' own CPU cost, natively against ring3's vfio-user devices (no root, ~1 minute).
+bench-emu: build
+	bench/emu-cost/run build/gcc
 
 format:
 	git ls-files '*.cpp' '*.hpp' | xargs clang-format -i

@@ -171,6 +171,7 @@ PhaseResult run_phase(Shared& shared, std::vector<std::unique_ptr<Worker>>& work
         total.bytes += r.bytes;
         total.errors += r.errors;
         total.queue_full += r.queue_full;
+        total.retried += r.retried;
         total.max_in_flight = std::max(total.max_in_flight, r.max_in_flight);
         total.latency.merge(r.latency);
         longest = std::max(longest, worker->elapsed());

@@ -147,6 +147,7 @@ nlohmann::json phase_json(const PhaseResult& r) {
         {"mib_per_s", r.mib_per_s()},
         {"cpu_percent", r.cpu_percent},
         {"queue_full", r.queue_full},
+        {"retried", r.retried},
         {"max_in_flight", r.max_in_flight},
         {"latency_ns",
          {{"mean", h.mean()},
@@ -198,8 +199,9 @@ std::string format_report(const PerfReport& report) {
     line(fmt::format("  cpu: {:.1f}% (process user+sys over wall time; 100% = one core)",
                      run.cpu_percent));
     line(fmt::format(
-        "  in flight: at most {} per queue; submit refused as full {} time(s){}", run.max_in_flight,
-        grouped(run.queue_full),
+        "  in flight: at most {} per queue; submit refused as full {} time(s){}{}",
+        run.max_in_flight, grouped(run.queue_full),
+        run.retried != 0 ? fmt::format("; {} failed request(s) submitted again", run.retried) : "",
         report.commands_per_request > 1
             ? fmt::format("; each request is {} commands (max transfer {})",
                           report.commands_per_request, bytes_text(report.geometry.max_transfer))

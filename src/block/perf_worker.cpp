@@ -29,6 +29,7 @@ Worker::Worker(Shared& shared, unsigned index, Queue& queue, dma::DmaPool& pool)
       buffers_(std::in_place, pool, options_.request_bytes, options_.queue_depth, kBufferAlignment),
       slots_(options_.queue_depth),
       free_(options_.queue_depth),
+      retry_(options_.queue_depth),
       random_{options_.seed ^ (0xd1b54a32d192ed03ull * (index + 1))} {
     for (std::uint32_t i = 0; i < options_.queue_depth; ++i) {
         Slot& slot = slots_[i];
@@ -56,6 +57,7 @@ void Worker::start_phase(Phase phase) {
     issued_ = 0;
     in_flight_ = 0;
     free_top_ = 0;
+    retry_top_ = 0;
     for (std::uint32_t i = options_.queue_depth; i-- > 0;) {
         free_[free_top_++] = i;
     }
@@ -109,6 +111,7 @@ bool Worker::prepare(Slot& slot) noexcept {
         }
     }
     slot.slot = index;
+    slot.attempts = 0;
     slot.request.op = op;
     slot.check = op == Op::read && check_reads_ &&
                  (phase_ == Phase::verify || !shared_.written || shared_.written->test(index));
@@ -142,8 +145,15 @@ void Worker::complete(Slot& slot, const Status& status) noexcept {
     result_.latency.record(
         static_cast<std::uint64_t>(std::max<Clock::rep>(0, (now - slot.submitted).count())));
     --in_flight_;
-    free_[free_top_++] = static_cast<std::uint32_t>(&slot - slots_.data());
+    const auto index = static_cast<std::uint32_t>(&slot - slots_.data());
     const Request& request = slot.request;
+    if (!status.ok() && slot.attempts < options_.retries) {
+        ++slot.attempts;
+        ++result_.retried;
+        retry_[retry_top_++] = index;  // the loop submits it again, as prepared
+        return;
+    }
+    free_[free_top_++] = index;
     if (!status.ok()) {
         ++result_.errors;
         if (first_errors_.size() < options_.max_reported) {
@@ -230,8 +240,16 @@ void Worker::loop() {
     std::uint64_t last_completed = 0;
     for (;;) {
         bool refused = false;
-        while (issuing_ && in_flight_ < options_.queue_depth) {
+        // Retries go first, and also after the workload stopped issuing (unless a queue failed).
+        while ((issuing_ || (retry_top_ != 0 && fatal_.empty())) &&
+               in_flight_ < options_.queue_depth) {
+            if (pending == nullptr && retry_top_ != 0) {
+                pending = &slots_[retry_[--retry_top_]];
+            }
             if (pending == nullptr) {
+                if (!issuing_) {
+                    break;
+                }
                 Slot& slot = slots_[free_[--free_top_]];
                 if (!prepare(slot)) {
                     free_[free_top_++] = static_cast<std::uint32_t>(&slot - slots_.data());
@@ -254,18 +272,22 @@ void Worker::loop() {
                 break;
             }
             last_progress = pending->submitted;
+            if (pending->attempts == 0) {
+                ++issued_;  // a retry is not a new request
+            }
             pending = nullptr;
-            ++issued_;
             ++in_flight_;
             result_.max_in_flight = std::max(result_.max_in_flight, in_flight_);
         }
         // The whole burst goes to the device with one notification.
         queue_.flush();
-        if (!issuing_ && pending != nullptr) {
+        if (!issuing_ && pending != nullptr && (pending->attempts == 0 || !fatal_.empty())) {
+            result_.errors += pending->attempts != 0 ? 1 : 0;  // a retry the failure cut off
             free_[free_top_++] = static_cast<std::uint32_t>(pending - slots_.data());
             pending = nullptr;
         }
-        if (in_flight_ == 0 && pending == nullptr) {
+        if (in_flight_ == 0 && pending == nullptr && (retry_top_ == 0 || !fatal_.empty())) {
+            result_.errors += retry_top_;  // failed, and left unretried because the run failed
             return;
         }
         if (in_flight_ == 0) {
@@ -288,6 +310,7 @@ void Worker::loop() {
             if (pending != nullptr) {
                 free_[free_top_++] = static_cast<std::uint32_t>(pending - slots_.data());
             }
+            result_.errors += retry_top_;
             return;  // whatever is in flight stays with the device: the Worker is not freed
         }
         const bool cancelled =

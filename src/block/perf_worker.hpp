@@ -160,6 +160,8 @@ class Worker {
     std::vector<Slot> slots_;
     std::vector<std::uint32_t> free_;  // stack of free slot indexes, capacity queue_depth
     std::uint32_t free_top_ = 0;
+    std::vector<std::uint32_t> retry_;  // failed slots to submit again, capacity queue_depth
+    std::uint32_t retry_top_ = 0;
     Random random_;
 
     // Per phase.
@@ -199,6 +201,7 @@ struct Slot {
     Request request;
     std::uint64_t slot = 0;  // index in the layout
     Clock::time_point submitted{};
+    unsigned attempts = 0;  // failed submissions so far (PerfOptions::retries)
     // A read whose data is known: the run writes too, and had written this slot before the read
     // was issued (a write racing with it writes the same bytes); or the run only reads and the
     // range is expected to hold the pattern already.

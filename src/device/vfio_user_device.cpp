@@ -1,8 +1,10 @@
 // The vfio-user client backend (QEMU docs/interop/vfio-user.rst, "Client" side of each command).
+// Messages are the slow path (trapped registers, set-up); a driver's hot path touches only mapped
+// areas and DMA memory.
 #include "ring3/device/vfio_user.hpp"
 
-#include <fmt/core.h>
 #include <fcntl.h>
+#include <fmt/core.h>
 #include <linux/vfio.h>
 #include <poll.h>
 #include <sys/mman.h>
@@ -10,6 +12,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <mutex>
 #include <thread>
 
 #include "ring3/core/error.hpp"
@@ -68,6 +71,7 @@ class VfioUserDevice final : public Device, public dma::IovaSpace {
     RegionInfo region_info(unsigned index) override { return entry(index).info; }
 
     RegionMapping map_region(unsigned index, MapMode mode) override {
+        const std::lock_guard<std::recursive_mutex> hold(mutex_);
         const RegionEntry& region = entry(index);
         const std::string what = fmt::format("{} region {}", name(), index);
         if (region.info.size == 0) {
@@ -149,6 +153,7 @@ class VfioUserDevice final : public Device, public dma::IovaSpace {
     }
 
     std::vector<irq::Interrupt> enable_irqs(IrqKind kind, unsigned count) override {
+        const std::lock_guard<std::recursive_mutex> hold(mutex_);
         const unsigned available = irq_count(kind);
         if (count == 0 || count > available) {
             throw Error::invalid(fmt::format("enable {} {} vectors", count, to_string(kind)),
@@ -172,6 +177,7 @@ class VfioUserDevice final : public Device, public dma::IovaSpace {
     }
 
     void disable_irqs(IrqKind kind) override {
+        const std::lock_guard<std::recursive_mutex> hold(mutex_);
         auto& fds = enabled_[static_cast<unsigned>(kind)];
         if (fds.empty()) {
             return;
@@ -194,12 +200,14 @@ class VfioUserDevice final : public Device, public dma::IovaSpace {
     // the chunk is), so nothing needs allocating.
     std::size_t granule() const noexcept override { return kAnyGranule; }
     void map(const dma::ChunkView& chunk, std::span<std::uint64_t> iovas) override {
+        const std::lock_guard<std::recursive_mutex> hold(mutex_);
         const auto iova = reinterpret_cast<std::uint64_t>(chunk.cpu);
         dma_map(chunk, iova);
         chunks_.push_back(DmaChunk{chunk, iova});
         std::fill(iovas.begin(), iovas.end(), iova);
     }
     void unmap(const dma::ChunkView& chunk, std::span<const std::uint64_t>) noexcept override {
+        const std::lock_guard<std::recursive_mutex> hold(mutex_);
         const auto iova = reinterpret_cast<std::uint64_t>(chunk.cpu);
         std::erase_if(chunks_, [&](const DmaChunk& c) { return c.iova == iova; });
         if (!channel_ || lost_) {
@@ -214,6 +222,7 @@ class VfioUserDevice final : public Device, public dma::IovaSpace {
     }
 
     std::optional<std::string> lost() override {
+        const std::lock_guard<std::recursive_mutex> hold(mutex_);
         if (!lost_ && channel_) {
             // A closed peer shows as readable (EOF) or hung up: no message comes unasked.
             pollfd p{channel_.fd(), POLLIN | POLLRDHUP, 0};
@@ -230,6 +239,8 @@ class VfioUserDevice final : public Device, public dma::IovaSpace {
         }
         return lost_;
     }
+
+    std::uint64_t incarnation() override { return reconnects_; }
 
     bool can_reset() override { return (flags_ & VFIO_DEVICE_FLAGS_RESET) != 0; }
 
@@ -317,6 +328,7 @@ class VfioUserDevice final : public Device, public dma::IovaSpace {
     // once on a restarted server.
     Message call(Command command, std::span<const std::byte> payload,
                  std::span<const int> fds = {}) {
+        const std::lock_guard<std::recursive_mutex> hold(mutex_);
         if (lost_ && options_.reconnect) {
             reattach();
         }
@@ -341,6 +353,7 @@ class VfioUserDevice final : public Device, public dma::IovaSpace {
     }
 
     void dma_map(const dma::ChunkView& chunk, std::uint64_t iova) {
+        const std::lock_guard<std::recursive_mutex> hold(mutex_);
         const DmaMap request{sizeof(DmaMap), kDmaRead | kDmaWrite, chunk.memfd_offset, iova,
                              chunk.size};
         const int fd = chunk.memfd;
@@ -348,6 +361,7 @@ class VfioUserDevice final : public Device, public dma::IovaSpace {
     }
 
     void send_irqs(IrqKind kind) {
+        const std::lock_guard<std::recursive_mutex> hold(mutex_);
         const auto& fds = enabled_[static_cast<unsigned>(kind)];
         // At most max_msg_fds eventfds ride in one message: install them in batches.
         const std::size_t batch = channel_.limits().max_msg_fds;
@@ -380,6 +394,7 @@ class VfioUserDevice final : public Device, public dma::IovaSpace {
     }
 
     const RegionEntry& entry(unsigned index) {
+        const std::lock_guard<std::recursive_mutex> hold(mutex_);
         if (index >= regions_.size()) {
             throw Error::invalid(fmt::format("region {}", index), name(),
                                  fmt::format("no such region: the device has {}", regions_.size()),
@@ -455,6 +470,9 @@ class VfioUserDevice final : public Device, public dma::IovaSpace {
         }
     }
 
+    // Messages are request/reply pairs on one socket, and lost() may run on any queue's thread:
+    // one at a time (recursive: a reconnect inside a request asks for region info again).
+    std::recursive_mutex mutex_;
     std::string path_;
     ClientOptions options_;
     Channel channel_;
@@ -465,7 +483,7 @@ class VfioUserDevice final : public Device, public dma::IovaSpace {
     std::vector<DmaChunk> chunks_;
     std::vector<LiveMapping> live_;
     std::optional<std::string> lost_;
-    unsigned reconnects_ = 0;
+    std::uint64_t reconnects_ = 0;
 };
 
 }  // namespace

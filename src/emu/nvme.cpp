@@ -124,14 +124,15 @@ NvmeController::NvmeController(PciFunction& function, NvmeOptions options)
     ConfigSpace& config = function_.config();
     config.set_identity(0x1b36, 0x0010, kNvmeClassCode, 2);
     config.add_bar(0, kBarSize, true);
-    config.add_msix(o.queues + 1, 0, kMsixTable, kMsixPba);
+    config.add_bar(kMsixBar, kMsixBarSize, true);
+    config.add_msix(o.queues + 1, kMsixBar, kMsixTable, kMsixPba);
     config.add_pcie_endpoint();
     function_.set_bar_handlers(
         0, [this](std::uint64_t offset, unsigned width) { return register_read(offset, width); },
         [this](std::uint64_t offset, unsigned width, std::uint64_t value) {
             register_write(offset, width, value);
         });
-    doorbells_ = function_.add_memory_area(0, kDoorbellPage, 0x1000, true);
+    doorbells_ = function_.add_memory_area(0, kDoorbells, kBarSize - kDoorbells, true);
 
     // §3.1.3.1 CAP: MQES, CQR = 1 (contiguous queues), TO = 2 (1 s), DSTRD = 0, CSS bit 0 (NVM
     // command set), MPSMIN = MPSMAX = 0 (4 KiB pages). §3.1.3.2 VS: 1.4.

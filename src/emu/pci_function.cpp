@@ -133,6 +133,15 @@ std::uint64_t PciFunction::msix_access(std::uint64_t offset, unsigned width,
     return result;
 }
 
+// Whether an access falls inside the MSI-X table or PBA (PCI 3.0 §6.8.2), served here.
+bool PciFunction::msix_structure(unsigned region, std::uint64_t offset,
+                                 std::uint64_t size) const noexcept {
+    const unsigned vectors = config_.msix_vectors();
+    return vectors != 0 && region == config_.msix_bar() &&
+           (inside(offset, size, config_.msix_table_offset(), 16ull * vectors) ||
+            inside(offset, size, config_.msix_pba_offset(), 8ull * ((vectors + 63) / 64)));
+}
+
 void PciFunction::region_read(unsigned region, std::uint64_t offset, std::span<std::byte> data) {
     if (region == kConfigRegion) {
         config_.read(offset, data);
@@ -141,10 +150,7 @@ void PciFunction::region_read(unsigned region, std::uint64_t offset, std::span<s
     const Bar& b = bars_.at(region);
     const unsigned width = static_cast<unsigned>(data.size());
     std::uint64_t value = 0;
-    const unsigned vectors = config_.msix_vectors();
-    if (vectors != 0 && region == config_.msix_bar() &&
-        (inside(offset, data.size(), config_.msix_table_offset(), 16ull * vectors) ||
-         inside(offset, data.size(), config_.msix_pba_offset(), 8ull * ((vectors + 63) / 64)))) {
+    if (msix_structure(region, offset, data.size())) {
         value = msix_access(offset, width, nullptr);
         std::memcpy(data.data(), &value, data.size());
         return;
@@ -179,11 +185,9 @@ void PciFunction::region_write(unsigned region, std::uint64_t offset,
     Bar& b = bars_.at(region);
     const unsigned width = static_cast<unsigned>(data.size());
     std::uint64_t value = 0;
-    const unsigned vectors = config_.msix_vectors();
-    if (vectors != 0 && region == config_.msix_bar() &&
-        (inside(offset, data.size(), config_.msix_table_offset(), 16ull * vectors) ||
-         inside(offset, data.size(), config_.msix_pba_offset(), 8ull * ((vectors + 63) / 64)))) {
-        if (inside(offset, data.size(), config_.msix_table_offset(), 16ull * vectors)) {
+    if (msix_structure(region, offset, data.size())) {
+        if (inside(offset, data.size(), config_.msix_table_offset(),
+                   16ull * config_.msix_vectors())) {
             std::memcpy(&value, data.data(), std::min<std::size_t>(data.size(), 8));
             msix_access(offset, width, &value);
         }

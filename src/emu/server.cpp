@@ -96,20 +96,24 @@ void Server::run() {
             }
             throw Error::from_errno("accept on", path_);
         }
-        vfio_user::Channel channel(std::move(client), path_, options_.limits);
-        log_info("{}: client connected", path_);
-        function_.take_disconnect_request();  // a request left from the previous client
-        serve(channel);
-        {
-            auto lock = function_.lock();
-            function_.detach_client();
-        }
-        ++clients_;
-        log_info("{}: client gone; DMA mappings and eventfds dropped, device state kept", path_);
+        serve_client(std::move(client));
         if (options_.once) {
             break;
         }
     }
+}
+
+void Server::serve_client(UniqueFd socket) {
+    vfio_user::Channel channel(std::move(socket), path_, options_.limits);
+    log_info("{}: client connected", path_);
+    function_.take_disconnect_request();  // a request left from the previous client
+    serve(channel);
+    {
+        auto lock = function_.lock();
+        function_.detach_client();
+    }
+    ++clients_;
+    log_info("{}: client gone; DMA mappings and eventfds dropped, device state kept", path_);
 }
 
 void Server::serve(vfio_user::Channel& channel) {
@@ -330,6 +334,8 @@ std::vector<std::byte> Server::region_access(vfio_user::Message& m) {
                              fmt::format("{} bytes at {:#x} outside its {:#x} bytes", access.count,
                                          access.offset, size));
     }
+    log_debug("{}: {} region {} offset {:#x} count {}", path_, what, access.region, access.offset,
+              access.count);
     if (write) {
         if (transfer.data.size() != access.count) {
             throw Error::invalid(what, "request", "data length differs from count");

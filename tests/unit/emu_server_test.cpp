@@ -56,13 +56,34 @@ class EmuServer : public ::testing::Test {
         NvmeOptions options;
         options.size = 1 << 20;
         options.queues = 2;
-        nvme_ = std::make_unique<NvmeController>(function_, options);
-        server_ = std::make_unique<Server>(path_, function_);
+        start(options);
+    }
+    void TearDown() override { stop(); }
+    void start(const NvmeOptions& options) {
+        function_ = std::make_unique<PciFunction>("emu-test-nvme");
+        nvme_ = std::make_unique<NvmeController>(*function_, options);
+        server_ = std::make_unique<Server>(path_, *function_);
         thread_ = std::thread([this] { server_->run(); });
     }
-    void TearDown() override {
-        server_->stop();
-        thread_.join();
+    // A fresh controller with one I/O queue pair and these faults.
+    void restart_with_faults(std::initializer_list<const char*> faults) {
+        stop();
+        NvmeOptions options;
+        options.size = 1 << 20;
+        options.queues = 1;
+        for (const char* fault : faults) {
+            parse_fault(fault, options.faults);
+        }
+        start(options);
+    }
+    void stop() {
+        if (server_) {
+            server_->stop();
+            thread_.join();
+        }
+        server_.reset();
+        nvme_.reset();
+        function_.reset();
     }
 
     Channel connect() {
@@ -102,7 +123,7 @@ class EmuServer : public ::testing::Test {
     }
 
     std::string path_ = socket_path();
-    PciFunction function_{"emu-test-nvme"};
+    std::unique_ptr<PciFunction> function_;
     std::unique_ptr<NvmeController> nvme_;
     std::unique_ptr<Server> server_;
     std::thread thread_;
@@ -141,7 +162,7 @@ TEST_F(EmuServer, RegionInfoOffersTheDoorbellPageAsASparseArea) {
     EXPECT_NE(info.info.flags & VFIO_REGION_INFO_FLAG_MMAP, 0u);
     ASSERT_EQ(info.sparse_areas.size(), 1u);
     EXPECT_EQ(info.sparse_areas[0].offset, 0x1000u);
-    EXPECT_EQ(info.sparse_areas[0].size, 0x1000u);
+    EXPECT_EQ(info.sparse_areas[0].size, 0x3000u);
     ASSERT_EQ(reply.fds.size(), 1u);
     void* page = mmap(nullptr, 0x1000, PROT_READ | PROT_WRITE, MAP_SHARED, reply.fds[0].get(),
                       static_cast<off_t>(info.info.offset + 0x1000));
@@ -324,11 +345,294 @@ TEST_F(EmuServer, ReconnectDropsMappingsAndKeepsServing) {
     EXPECT_EQ(read_region(channel, kConfigRegion, 0, 2), 0x1b36u);
     EXPECT_EQ(read_region(channel, 0, 0x24, 4), 0x00030003u);  // device state kept
     {
-        auto lock = function_.lock();
-        EXPECT_EQ(function_.dma_mapping_count(), 0u);
+        auto lock = function_->lock();
+        EXPECT_EQ(function_->dma_mapping_count(), 0u);
     }
     channel.call(Command::device_reset, {});
     EXPECT_EQ(read_region(channel, 0, 0x24, 4), 0u);
+}
+
+// A minimal NVMe host over the wire (not the driver): the admin queue, one I/O queue pair and
+// data buffers in one memfd mapped at kIova, doorbells through the mapped page.
+class NvmeHost {
+  public:
+    static constexpr std::uint64_t kIova = 0x100000;
+    static constexpr std::uint64_t kAsq = 0x0, kAcq = 0x1000, kIoSq = 0x2000, kIoCq = 0x3000;
+    static constexpr std::uint64_t kList = 0x4000, kData = 0x10000;
+    static constexpr std::uint32_t kEntries = 16;
+
+    explicit NvmeHost(const std::string& path)
+        : channel_(Channel::connect(path)), memory_(1 << 20) {
+        channel_.call(Command::version, vfio_user::encode_version(vfio_user::Limits{}));
+        const int memfd[1] = {memory_.fd.get()};
+        vfio_user::DmaMap map{sizeof(vfio_user::DmaMap), vfio_user::kDmaRead | vfio_user::kDmaWrite,
+                              0, kIova, memory_.size};
+        channel_.call(Command::dma_map, vfio_user::encode(map), memfd);
+        vfio_user::RegionInfoPayload request{};
+        request.argsz = 256;
+        auto reply = channel_.call(Command::device_get_region_info, vfio_user::encode(request));
+        const auto info = vfio_user::decode_region_info(reply.payload);
+        void* page = mmap(nullptr, 0x1000, PROT_READ | PROT_WRITE, MAP_SHARED,
+                          reply.fds.at(0).get(), static_cast<off_t>(info.info.offset + 0x1000));
+        EXPECT_NE(page, MAP_FAILED);
+        doorbells_ = static_cast<volatile std::uint32_t*>(page);
+        write(0x24, 4, (kEntries - 1) | ((kEntries - 1) << 16));
+        write(0x28, 8, kIova + kAsq);
+        write(0x30, 8, kIova + kAcq);
+        write(0x14, 4, 1u | (6u << 16) | (4u << 20));
+        nvme::SubmissionEntry c{};
+        c.opcode = nvme::admin::set_features;
+        c.cdw10 = nvme::feature::number_of_queues;
+        EXPECT_EQ(status(0, c), 0u);
+        c = {};
+        c.opcode = nvme::admin::create_io_cq;
+        c.dptr[0] = kIova + kIoCq;
+        c.cdw10 = 1 | ((kEntries - 1) << 16);
+        c.cdw11 = 1;  // PC, no interrupts
+        EXPECT_EQ(status(0, c), 0u);
+        c.opcode = nvme::admin::create_io_sq;
+        c.dptr[0] = kIova + kIoSq;
+        c.cdw11 = 1 | (1u << 16);
+        EXPECT_EQ(status(0, c), 0u);
+    }
+    ~NvmeHost() { munmap(const_cast<std::uint32_t*>(doorbells_), 0x1000); }
+
+    std::uint64_t read(std::uint64_t offset, unsigned count) {
+        vfio_user::RegionAccess access{offset, 0, count};
+        const auto reply = channel_.call(Command::region_read, vfio_user::encode(access));
+        std::uint64_t value = 0;
+        std::memcpy(&value, reply.payload.data() + sizeof access, count);
+        return value;
+    }
+    void write(std::uint64_t offset, unsigned count, std::uint64_t value) {
+        vfio_user::RegionAccess access{offset, 0, count};
+        channel_.call(Command::region_write,
+                      vfio_user::encode(access, std::span(bytes_of(value).data(), count)));
+    }
+    void submit(unsigned q, nvme::SubmissionEntry c) {
+        c.command_id = next_id_++;
+        std::memcpy(memory_.data + (q == 0 ? kAsq : kIoSq) + tail_[q] * 64, &c, sizeof c);
+        tail_[q] = (tail_[q] + 1) % kEntries;
+        std::atomic_thread_fence(std::memory_order_release);
+        doorbells_[2 * q] = tail_[q];
+    }
+    std::optional<nvme::CompletionEntry> reap(unsigned q, std::chrono::milliseconds wait) {
+        const auto deadline = std::chrono::steady_clock::now() + wait;
+        nvme::CompletionEntry e{};
+        do {
+            std::memcpy(&e, memory_.data + (q == 0 ? kAcq : kIoCq) + head_[q] * 16, sizeof e);
+            if ((e.status & 1u) == phase_[q]) {
+                head_[q] = (head_[q] + 1) % kEntries;
+                phase_[q] ^= head_[q] == 0 ? 1u : 0u;
+                doorbells_[2 * q + 1] = head_[q];
+                return e;
+            }
+            std::this_thread::sleep_for(50us);
+        } while (std::chrono::steady_clock::now() < deadline);
+        return std::nullopt;
+    }
+    // Submits and reaps one command; the status field without DNR, or ~0 when none came.
+    unsigned status(unsigned q, const nvme::SubmissionEntry& c) {
+        submit(q, c);
+        const auto e = reap(q, 1s);
+        return e ? (e->status >> 1) & 0x7ff : ~0u;
+    }
+    static nvme::SubmissionEntry io(std::uint8_t opcode, std::uint64_t lba, unsigned blocks,
+                                    std::uint64_t prp1, std::uint64_t prp2 = 0) {
+        nvme::SubmissionEntry c{};
+        c.opcode = opcode;
+        c.nsid = 1;
+        c.dptr[0] = prp1;
+        c.dptr[1] = prp2;
+        c.cdw10 = static_cast<std::uint32_t>(lba);
+        c.cdw11 = static_cast<std::uint32_t>(lba >> 32);
+        c.cdw12 = blocks - 1;
+        return c;
+    }
+    std::byte* at(std::uint64_t offset) { return memory_.data + offset; }
+    Channel& channel() { return channel_; }
+    std::uint16_t last_id() const { return static_cast<std::uint16_t>(next_id_ - 1); }
+
+  private:
+    Channel channel_;
+    ClientMemory memory_;
+    volatile std::uint32_t* doorbells_ = nullptr;
+    std::uint32_t tail_[2] = {}, head_[2] = {}, phase_[2] = {1, 1};
+    std::uint16_t next_id_ = 1;
+};
+
+TEST_F(EmuServer, IoThroughPrpListsAndSglsReachesTheStorage) {
+    NvmeHost host(path_);
+    constexpr std::uint64_t kIova = NvmeHost::kIova;
+    // 16 KiB at a page offset of 0x200: PRP1, then a PRP list of four pages.
+    for (unsigned i = 0; i < 16384; ++i) {
+        host.at(NvmeHost::kData + 0x200)[i] = static_cast<std::byte>(i * 7 + 1);
+    }
+    for (std::uint64_t page = 0; page < 4; ++page) {
+        const std::uint64_t address = kIova + NvmeHost::kData + 0x1000 * (page + 1);
+        std::memcpy(host.at(NvmeHost::kList) + 8 * page, &address, 8);
+    }
+    EXPECT_EQ(host.status(1, NvmeHost::io(nvme::io::write, 8, 32, kIova + NvmeHost::kData + 0x200,
+                                          kIova + NvmeHost::kList)),
+              0u);
+    EXPECT_EQ(
+        std::memcmp(nvme_->storage().data() + 8 * 512, host.at(NvmeHost::kData + 0x200), 16384), 0);
+    // Read it back through one SGL data block into another buffer.
+    auto read = NvmeHost::io(nvme::io::read, 8, 32, 0);
+    read.flags = nvme::kPsdtSgl;
+    nvme::SglDescriptor sgl{};
+    sgl.address = kIova + 0x40000;
+    sgl.length = 16384;
+    std::memcpy(read.dptr, &sgl, sizeof sgl);
+    EXPECT_EQ(host.status(1, read), 0u);
+    EXPECT_EQ(std::memcmp(host.at(0x40000), host.at(NvmeHost::kData + 0x200), 16384), 0);
+    // Write Zeroes, then the refusals: past the end, past MDTS, an unmapped buffer, a PRP1 that
+    // is not dword aligned, a namespace that does not exist, an unknown opcode.
+    EXPECT_EQ(host.status(1, NvmeHost::io(nvme::io::write_zeroes, 8, 1, 0)), 0u);
+    EXPECT_EQ(nvme_->storage()[8 * 512 + 5], std::byte{0});
+    const std::uint64_t blocks = nvme_->namespace_blocks();
+    EXPECT_EQ(host.status(1, NvmeHost::io(nvme::io::read, blocks - 1, 2, kIova)), 0x80u);
+    EXPECT_EQ(host.status(1, NvmeHost::io(nvme::io::read, 0, 1025, kIova)), 0x02u);
+    EXPECT_EQ(host.status(1, NvmeHost::io(nvme::io::read, 0, 1, 0x900000)), 0x04u);
+    EXPECT_EQ(host.status(1, NvmeHost::io(nvme::io::read, 0, 1, kIova + 2)), 0x13u);
+    auto bad_ns = NvmeHost::io(nvme::io::read, 0, 1, kIova);
+    bad_ns.nsid = 9;
+    EXPECT_EQ(host.status(1, bad_ns), 0x0bu);
+    EXPECT_EQ(host.status(1, NvmeHost::io(0x7f, 0, 1, kIova)), 0x01u);
+    EXPECT_EQ(nvme_->io_commands(), 9u);
+}
+
+TEST_F(EmuServer, FaultsDropCorruptAndFatalStatusAreDeterministic) {
+    restart_with_faults({"drop:2", "corrupt:3", "cfs:4"});
+    NvmeHost host(path_);
+    const auto read = NvmeHost::io(nvme::io::read, 0, 1, NvmeHost::kIova + NvmeHost::kData);
+    EXPECT_EQ(host.status(1, read), 0u);
+    host.submit(1, read);  // the 2nd: dropped
+    EXPECT_FALSE(host.reap(1, 100ms).has_value());
+    host.submit(1, read);  // the 3rd: its command id corrupted
+    auto e = host.reap(1, 1s);
+    ASSERT_TRUE(e.has_value());
+    EXPECT_EQ(e->command_id, static_cast<std::uint16_t>(~host.last_id()));
+    EXPECT_EQ(host.status(1, read), 0u);  // the 4th completes, then CSTS.CFS
+    EXPECT_EQ(host.read(0x1c, 4) & 2u, 2u);
+    host.submit(1, read);  // nothing more is processed
+    EXPECT_FALSE(host.reap(1, 50ms).has_value());
+    EXPECT_EQ(nvme_->io_commands(), 4u);
+}
+
+TEST_F(EmuServer, FaultsDelayAndVanish) {
+    restart_with_faults({"delay:30000", "vanish:2"});
+    {
+        NvmeHost host(path_);
+        const auto read = NvmeHost::io(nvme::io::read, 0, 1, NvmeHost::kIova + NvmeHost::kData);
+        const auto begin = std::chrono::steady_clock::now();
+        EXPECT_EQ(host.status(1, read), 0u);
+        EXPECT_GE(std::chrono::steady_clock::now() - begin, 30ms);
+        host.submit(1, read);  // the 2nd: the connection goes away
+        std::optional<vfio_user::Message> gone;
+        try {
+            gone = host.channel().receive();
+        } catch (const Error&) {
+        }
+        EXPECT_FALSE(gone.has_value());
+    }
+    // The server listens on: a new client connects (and would re-enable the controller).
+    Channel channel = connect();
+    EXPECT_EQ(read_region(channel, kConfigRegion, 0, 2), 0x1b36u);
+}
+
+// PciFunction alone (no socket): MSI-X masking and pending bits, and the DMA table's bounds.
+class TrivialModel final : public DeviceModel {
+  public:
+    void reset() override { ++resets; }
+    unsigned resets = 0;
+};
+
+TEST(EmuFunction, MsixHonoursEnableFunctionMaskAndVectorMask) {
+    PciFunction function("msix");
+    TrivialModel model;
+    function.config().set_identity(0x1234, 0x5678, 0x020000);
+    function.config().add_bar(2, 0x1000, false);
+    function.config().add_msix(2, 2, 0x0, 0x800);
+    function.config().add_pcie_endpoint();
+    function.set_model(&model);
+    std::vector<UniqueFd> fds;
+    fds.emplace_back(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    fds.emplace_back(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    const int vector1 = fds[1].get();
+    function.set_msix_eventfds(0, std::move(fds));
+    const auto fired = [vector1] {
+        std::uint64_t count = 0;
+        return ::read(vector1, &count, sizeof count) == sizeof count;
+    };
+    // MSI-X not enabled in config space: eventfds alone decide (a VFIO-style client).
+    EXPECT_TRUE(function.raise_msix(1));
+    EXPECT_TRUE(fired());
+    // Enabled: vectors start masked (PCI 3.0 §6.8.2.9); a raise sets the PBA bit instead.
+    const std::uint8_t cap = function.config().bytes()[0x34];
+    const std::byte enable[1] = {std::byte{0x80}};
+    function.region_write(kConfigRegion, cap + 3u, enable);
+    EXPECT_TRUE(function.config().msix_enabled());
+    EXPECT_FALSE(function.raise_msix(1));
+    EXPECT_FALSE(fired());
+    std::byte pba[4] = {};
+    function.region_read(2, 0x800, pba);
+    EXPECT_EQ(pba[0], std::byte{2});
+    // Unmasking vector 1 (its Vector Control dword) sends the pending message.
+    const std::byte unmask[4] = {};
+    function.region_write(2, 16 + 12, unmask);
+    EXPECT_TRUE(fired());
+    function.region_read(2, 0x800, pba);
+    EXPECT_EQ(pba[0], std::byte{0});
+    EXPECT_TRUE(function.raise_msix(1));
+    EXPECT_TRUE(fired());
+    EXPECT_FALSE(function.raise_msix(2));  // no such vector
+    // Function Level Reset through the PCIe capability resets config and the model.
+    const std::uint8_t pcie = function.config().bytes()[cap + 1u];
+    const std::byte flr[1] = {std::byte{0x80}};
+    function.region_write(kConfigRegion, pcie + 9u, flr);
+    EXPECT_EQ(model.resets, 1u);
+    EXPECT_FALSE(function.config().msix_enabled());
+    function.set_model(nullptr);
+}
+
+TEST(EmuFunction, DmaTableRefusesOverlapsSplitsAndOutOfBoundsRanges) {
+    PciFunction function("dma");
+    ClientMemory memory(1 << 16);
+    const auto map = [&](std::uint64_t iova, std::uint64_t size, std::uint64_t offset,
+                         std::uint32_t flags) {
+        function.map_dma(iova, size, offset, flags, UniqueFd(dup(memory.fd.get())), 4);
+    };
+    map(0x10000, 0x4000, 0, vfio_user::kDmaRead | vfio_user::kDmaWrite);
+    map(0x14000, 0x4000, 0x4000, vfio_user::kDmaRead);  // adjacent, read-only
+    EXPECT_NE(function.dma(0x10000, 0x4000, true), nullptr);
+    EXPECT_EQ(function.dma(0x10000, 0x4001, true), nullptr);  // crosses into the next mapping
+    EXPECT_EQ(function.dma(0x14000, 16, true), nullptr);      // device may not write there
+    EXPECT_NE(function.dma(0x14000, 16, false), nullptr);
+    EXPECT_EQ(function.dma(0xffff, 2, false), nullptr);
+    EXPECT_EQ(function.dma(~0ull - 4, 8, false), nullptr);
+    // The memory is the client's: a write through dma() shows in its mapping.
+    std::memset(function.dma(0x10010, 4, true), 0x5a, 4);
+    EXPECT_EQ(memory.data[0x10], std::byte{0x5a});
+    const auto refused = [&](auto call, int errnum) {
+        try {
+            call();
+        } catch (const Error& e) {
+            return e.errnum() == errnum;
+        }
+        return false;
+    };
+    EXPECT_TRUE(refused([&] { map(0x13000, 0x2000, 0, vfio_user::kDmaRead); }, EEXIST));
+    EXPECT_TRUE(refused([&] { map(0x20000, 0x1000, 0x10000, vfio_user::kDmaRead); }, EINVAL));
+    EXPECT_TRUE(refused([&] { map(0x20000, 0x1000, 0, 0x4); }, EINVAL));
+    EXPECT_TRUE(refused([&] { map(~0ull - 0xfff, 0x2000, 0, vfio_user::kDmaRead); }, EINVAL));
+    EXPECT_TRUE(refused([&] { function.unmap_dma(0x11000, 0x1000); }, EINVAL));  // a split
+    function.unmap_dma(0x10000, 0x8000);
+    EXPECT_EQ(function.dma_mapping_count(), 0u);
+    for (std::uint64_t i = 0; i < 4; ++i) {
+        map(0x100000 * (i + 1), 0x1000, 0, vfio_user::kDmaRead);
+    }
+    EXPECT_TRUE(refused([&] { map(0x900000, 0x1000, 0, vfio_user::kDmaRead); }, ENOSPC));
 }
 
 TEST(EmuFaults, ParsesKindsAndRefusesBadText) {

@@ -38,6 +38,7 @@ struct FakeFaults {
     std::optional<std::uint64_t> fail_lba;
     Op fail_op = Op::write;
     Status fail_status{EIO, 0x0281};  // NVMe: media error, unrecovered read/write (SCT 2, SC 81h)
+    unsigned fail_times = ~0u;        // the failure happens this many times, then the LBA works
     // Queue full before its depth: at most `capacity` requests in flight (0: the depth).
     unsigned capacity = 0;
     // Every n-th submit is refused with -EAGAIN even when there is room (0: never).
@@ -177,7 +178,8 @@ class FakeBlockDevice final : public BlockDevice {
         const std::lock_guard lock(mutex_);
         requests_.emplace_back(r.lba, r.blocks);
         if (faults.fail_lba && r.op == faults.fail_op && *faults.fail_lba >= r.lba &&
-            *faults.fail_lba < r.lba + r.blocks) {
+            *faults.fail_lba < r.lba + r.blocks && faults.fail_times != 0) {
+            --faults.fail_times;
             return faults.fail_status;
         }
         const std::size_t size = geometry_.block_size;

@@ -450,6 +450,22 @@ TEST(NvmeRecovery, ATimeoutAbortsThenResetsFailsWhatWasInFlightAndRecreatesTheQu
     run_to_completion(q, {block::Op::read, 0, 1, buffer.data(), &Completion::done, &again}, again);
     EXPECT_TRUE(again.status.ok());
     EXPECT_EQ(model.device.peek<std::uint32_t>(0, 0x1008), 1u);
+    // Requests that reuse the contexts of the failed ones (the late one included) succeed: a
+    // context does not remember that it once timed out.
+    Completion three[3];
+    for (unsigned i = 0; i < 3; ++i) {
+        ASSERT_EQ(q.enqueue({block::Op::read, i, 1, buffer.data() + 512 * i, &Completion::done,
+                             &three[i]}),
+                  0);
+    }
+    q.flush();
+    for (int i = 0; i < 200 && (three[0].calls + three[1].calls + three[2].calls) < 3; ++i) {
+        q.wait(1ms);
+    }
+    for (const Completion& c : three) {
+        ASSERT_EQ(c.calls, 1);
+        EXPECT_TRUE(c.status.ok()) << c.status.error;
+    }
 }
 
 TEST(NvmeRecovery, AResetFailsTheOtherQueuesRequestsOnTheirNextPollAndRecreatesEveryQueue) {

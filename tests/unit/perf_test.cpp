@@ -479,6 +479,37 @@ TEST(Perf, FailedRequestsAreCountedWithTheDeviceStatus) {
         << text;
 }
 
+TEST(Perf, RetriesSubmitAFailedRequestAgainUntilItWorks) {
+    FakeBlockDevice device(FakeBlockDevice::small_geometry());
+    device.faults.fail_lba = 20;
+    device.faults.fail_op = Op::write;
+    device.faults.fail_times = 2;  // fails twice, then the write goes through
+    PerfOptions o = one_pass(Workload::write);
+    o.retries = 2;
+    const PerfReport report = run_perf(device, o);
+    EXPECT_EQ(report.run.errors, 0u);
+    EXPECT_EQ(report.run.retried, 2u);
+    EXPECT_EQ(report.run.writes, 256u);
+    EXPECT_EQ(report.verify.reads, 256u);  // the retried slot was written and is read back
+    EXPECT_EQ(report.mismatches, 0u);
+    EXPECT_FALSE(report.failed());
+    EXPECT_NE(format_report(report).find("; 2 failed request(s) submitted again"),
+              std::string::npos);
+}
+
+TEST(Perf, ARequestFailingEveryRetryIsAnError) {
+    FakeBlockDevice device(FakeBlockDevice::small_geometry());
+    device.faults.fail_lba = 20;
+    device.faults.fail_op = Op::write;
+    PerfOptions o = one_pass(Workload::write);
+    o.retries = 3;
+    const PerfReport report = run_perf(device, o);
+    EXPECT_EQ(report.run.errors, 1u);
+    EXPECT_EQ(report.run.retried, 3u);
+    EXPECT_EQ(report.run.writes, 255u);
+    EXPECT_TRUE(report.failed());
+}
+
 TEST(Perf, WithoutVerifyErrorsAreReportedButDoNotFail) {
     FakeBlockDevice device(FakeBlockDevice::small_geometry());
     device.faults.fail_lba = 0;

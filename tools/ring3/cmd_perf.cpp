@@ -81,6 +81,9 @@ struct BlkArguments {
     bool json = false;
     bool quiet = false;
     bool verbose = false;
+    unsigned retries = 0;
+    std::optional<unsigned> io_timeout_ms;
+    bool reconnect = false;
 };
 
 std::uint64_t time_seed() {
@@ -117,6 +120,7 @@ block::PerfOptions options_from(const BlkArguments& a) {
     o.read_percent = a.rwmixread;
     o.verify = a.verify;
     o.seed = a.seed.value_or(time_seed());
+    o.retries = a.retries;
     if (!a.time.empty()) {
         o.time = block::parse_duration(a.time, "--time");
         if (o.time.count() == 0) {
@@ -174,6 +178,13 @@ void run_blk(const BlkArguments& a) {
     open.use_sgl = !a.no_sgl;
     open.dma_chunk_size = dma_chunk_for(options.request_bytes);
     open.timeline = &timeline;
+    if (a.io_timeout_ms) {
+        if (*a.io_timeout_ms == 0) {
+            throw Error::invalid("perf blk", "--io-timeout 0", "must be at least 1 ms");
+        }
+        open.io_timeout = std::chrono::milliseconds(*a.io_timeout_ms);
+    }
+    open.device.vfio_user_reconnect = a.reconnect;
     options.timeline = &timeline;
     auto device = block::open_block_device(a.device, open);
 
@@ -294,6 +305,13 @@ void add_perf_command(CLI::App& app) {
         ->capture_default_str();
     blk->add_option("--rwmixread", args->rwmixread, "rw and randrw: percentage of reads")
         ->capture_default_str();
+    blk->add_option("--retries", args->retries,
+                    "submit a failed request again up to N times (e.g. across a device reset)")
+        ->capture_default_str();
+    blk->add_option("--io-timeout", args->io_timeout_ms,
+                    "ms a request may take before the driver recovers the device (NVMe: 30000)");
+    blk->add_flag("--reconnect", args->reconnect,
+                  "vfio-user: re-attach to a server restarted at the same socket and go on");
     blk->add_flag("--json", args->json, "print one JSON object instead of the report");
     blk->add_flag("--quiet", args->quiet, "no status line and no report: only the figure line");
     blk->add_flag("--verbose", args->verbose,

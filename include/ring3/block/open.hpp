@@ -5,6 +5,7 @@
 // (src/drivers/block_registry), which holds the explicit list.
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <span>
 #include <string_view>
@@ -26,6 +27,9 @@ struct OpenBlockOptions {
     std::size_t dma_chunk_size = 0;
     // Start-up steps are marked on it when given (open device, DMA arena, controller enable, ...).
     Timeline* timeline = nullptr;
+    // A request in flight longer than this starts the driver's recovery (0: the driver's own
+    // default, NVMe 30 s).
+    std::chrono::milliseconds io_timeout{0};
     OpenOptions device;
 };
 

@@ -75,6 +75,10 @@ struct PerfOptions {
     // A queue that makes no progress for this long while it has requests in flight is abandoned
     // and the run fails.
     std::chrono::milliseconds stall_timeout{60000};
+    // A request that fails is submitted again, up to this many times (a device reset or a
+    // restarted vfio-user server fails what was in flight; the data is still the same). Only a
+    // request that fails every attempt counts as an error.
+    unsigned retries = 0;
     std::chrono::milliseconds progress_interval{1000};
     std::function<void(const Progress&)> on_progress;  // called on run_perf's thread
     const std::atomic<bool>* cancel = nullptr;         // set (e.g. by SIGINT) to stop early
@@ -138,6 +142,7 @@ struct PhaseResult {
     std::uint64_t bytes = 0;
     std::uint64_t errors = 0;      // requests completed with an error status
     std::uint64_t queue_full = 0;  // submits refused with -EAGAIN (retried later)
+    std::uint64_t retried = 0;     // failed requests submitted again (PerfOptions::retries)
     unsigned max_in_flight = 0;    // the most requests one queue had in flight
     double cpu_percent = 0;        // process user+sys time over wall time; 100 = one core busy
     LatencyHistogram latency;      // submit to callback, per request (errors included)

@@ -109,6 +109,10 @@ class Device {
     // late, before trying to recover, and fail everything with that reason. Makes a system call;
     // not for the hot path.
     virtual std::optional<std::string> lost() { return std::nullopt; }
+    // Changes when the device behind this object was replaced by a fresh one in its power-on
+    // state (a vfio-user server restarted and re-attached by lost()): what the driver had set up
+    // is gone, and it must bring the device up again. Not for the hot path.
+    virtual std::uint64_t incarnation() { return 0; }
     virtual bool can_reset() = 0;
     virtual void reset() = 0;
 

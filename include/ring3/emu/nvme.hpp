@@ -2,10 +2,11 @@
 // Command Set Specification 1.0; sections cited where each rule is implemented).
 //
 // BAR0 is 16 KiB: the controller registers (0x0-0xfff) are trapped into REGION_READ/WRITE, the
-// doorbells (0x1000-0x1fff, CAP.DSTRD = 0) are a shared page the client maps and a polling thread
-// watches, so I/O takes no message round trip (the spec's own sparse-mmap example); the MSI-X
-// table is at 0x2000 and its PBA at 0x3000. Namespaces are slices of one backing store: memory,
-// or a file mapped shared (so it holds the data afterwards).
+// doorbells (0x1000 to the BAR's end, CAP.DSTRD = 0) are shared memory the client maps and a
+// polling thread watches, so I/O takes no message round trip (the spec's own sparse-mmap
+// example). The MSI-X table and PBA sit apart in BAR4, so that everything from 0x1000 on can be
+// mapped (the driver opens one register window for all doorbells). Namespaces are slices of one
+// backing store: memory, or a file mapped shared (so it holds the data afterwards).
 //
 // Faults are injected per run, deterministically, counted over I/O commands (admin commands do
 // not count) from the controller's creation: see emu::Faults.
@@ -51,9 +52,11 @@ struct NvmeOptions {
 class NvmeController final : public DeviceModel {
   public:
     static constexpr std::uint64_t kBarSize = 0x4000;
-    static constexpr std::uint64_t kDoorbellPage = 0x1000;
-    static constexpr std::uint32_t kMsixTable = 0x2000;
-    static constexpr std::uint32_t kMsixPba = 0x3000;
+    static constexpr std::uint64_t kDoorbells = 0x1000;
+    static constexpr unsigned kMsixBar = 4;
+    static constexpr std::uint64_t kMsixBarSize = 0x4000;
+    static constexpr std::uint32_t kMsixTable = 0x0;
+    static constexpr std::uint32_t kMsixPba = 0x2000;
 
     // Declares the function's config space and BAR0 and starts the polling thread. Throws
     // ring3::Error for bad options or a backing file that cannot be used.

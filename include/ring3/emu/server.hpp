@@ -195,6 +195,7 @@ class PciFunction {
     };
     std::uint64_t msix_access(std::uint64_t offset, unsigned width, const std::uint64_t* value);
     void ensure_msix();
+    bool msix_structure(unsigned region, std::uint64_t offset, std::uint64_t size) const noexcept;
     bool msix_vector_masked(unsigned vector) const noexcept;
     void signal(unsigned vector) noexcept;
     void config_written();
@@ -244,6 +245,9 @@ class Server {
     const std::string& path() const noexcept { return path_; }
     // Accepts and serves clients until stop() (or, with `once`, until the first one leaves).
     void run();
+    // Serves one already connected client (a socketpair end, a fuzzer's stream) until it
+    // leaves; then drops its DMA mappings and eventfds. run() does this for each accepted one.
+    void serve_client(UniqueFd socket);
     // Thread and signal safe: makes run() return soon.
     void stop() noexcept;
     unsigned clients_served() const noexcept { return clients_; }

@@ -152,8 +152,11 @@ class NvmeBlockDevice final : public block::BlockDevice {
 
     // Called by a queue whose command `command_id` outlived the I/O timeout.
     // `lost`: the device is gone (Device::lost()); everything fails with it, no reset.
+    // `replaced`: the device is a fresh one (Device::incarnation() changed): reset, no abort.
     void recover(IoQueue& queue, std::uint16_t command_id,
-                 std::optional<std::string> lost = std::nullopt);
+                 std::optional<std::string> lost = std::nullopt, bool replaced = false);
+    // The Device::incarnation() the controller was last brought up on (queues compare).
+    std::atomic<std::uint64_t> incarnation_{0};
 
   private:
     std::unique_ptr<Device> device_;

@@ -156,6 +156,7 @@ int IoQueue::enqueue(const block::Request& request) noexcept {
     parent.context = request.context;
     parent.parts_left = parts;
     parent.status = {};
+    parent.timed_out = false;  // a recycled parent may have timed out in an earlier life
 
     std::uint64_t lba = request.lba;
     std::uint32_t left = request.blocks;
@@ -369,6 +370,13 @@ void IoQueue::check_timeout(bool force) {
             owner_.recover(*this, cid, std::move(*why));
             return;
         }
+        // Replaced by a fresh device (a restarted vfio-user server): nothing in flight will
+        // complete, so recover now instead of after the I/O timeout.
+        if (const std::uint64_t incarnation = controller_.device().incarnation();
+            owner_.incarnation_.exchange(incarnation) != incarnation) {
+            owner_.recover(*this, cid, std::nullopt, true);
+            return;
+        }
     }
     if (now - stamped > io_timeout_) {
         owner_.recover(*this, cid);
@@ -424,6 +432,7 @@ std::string block_face_refusal(const NamespaceInfo& ns) {
 
 NvmeBlockDevice::NvmeBlockDevice(std::unique_ptr<Device> device, const BlockOptions& options)
     : device_(std::move(device)), options_(options) {
+    incarnation_.store(device_->incarnation());
     if (options.mode != irq::WaitMode::poll) {
         // All vectors before any queue exists: VFIO cannot add MSI-X vectors to a live set.
         const unsigned msix = device_->irq_count(IrqKind::msix);
@@ -542,7 +551,7 @@ dma::DmaPool& NvmeBlockDevice::dma_pool() {
 // many controllers, answers "not aborted", so then reset the controller. Everything in flight
 // is completed only after CSTS.RDY reads 0, when the device can no longer write into buffers.
 void NvmeBlockDevice::recover(IoQueue& late, std::uint16_t command_id,
-                              std::optional<std::string> lost) {
+                              std::optional<std::string> lost, bool replaced) {
     bool expected = false;
     if (!recovering_.compare_exchange_strong(expected, true)) {
         return;  // another queue's thread is recovering the controller already
@@ -550,11 +559,32 @@ void NvmeBlockDevice::recover(IoQueue& late, std::uint16_t command_id,
     const auto done_recovering = [this] { recovering_.store(false, std::memory_order_seq_cst); };
     if (lost) {
         log_error("{}: the device is gone ({}); failing every request", name(), *lost);
+    } else if (replaced) {
+        log_warn(
+            "{}: the device was replaced by a fresh one (a restarted server); bringing it "
+            "up again",
+            name());
     } else {
         log_warn("{}: command {} on queue {} outlived the {} ms I/O timeout; aborting it", name(),
                  command_id, late.pair().id(), options_.io_timeout.count());
     }
-    if (!lost)
+    // A controller that is not running (CSTS.RDY clear: it was reset or replaced under us) or
+    // has failed (CSTS.CFS) cannot abort anything: go straight to the reset.
+    bool running = !replaced;
+    if (!lost && !replaced) {
+        try {
+            const auto csts = controller_->registers().read<reg::Csts>();
+            running = csts.raw() != ~0u && csts.get<reg::Csts::Rdy>() != 0 &&
+                      csts.get<reg::Csts::Cfs>() == 0;
+            if (!running) {
+                log_warn("{}: the controller is not running (CSTS {:#x}); resetting it", name(),
+                         csts.raw());
+            }
+        } catch (const Error& e) {
+            log_warn("{}: reading CSTS: {}", name(), e.what());
+        }
+    }
+    if (!lost && running)
         try {
             const std::uint32_t result = controller_->abort(late.pair().id(), command_id);
             if ((result & 1u) == 0) {

@@ -12,6 +12,9 @@ std::unique_ptr<block::BlockDevice> open_block(std::unique_ptr<Device> device,
     nvme_options.mode = options.mode;
     nvme_options.use_sgl = options.use_sgl;
     nvme_options.controller.timeline = options.timeline;
+    if (options.io_timeout.count() > 0) {
+        nvme_options.io_timeout = options.io_timeout;
+    }
     if (options.dma_chunk_size != 0) {
         nvme_options.controller.arena.chunk_size = options.dma_chunk_size;
     }
