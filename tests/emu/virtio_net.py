@@ -60,6 +60,7 @@ class Run:
         self.ring3 = ring3
         self.dir = tempfile.mkdtemp(prefix="r3vn-", dir="/tmp")
         self.processes = []
+        self.emu_exits = {}  # a device's exit code (0 after SIGTERM; ASan's reports make it 1)
 
     def path(self, name):
         return os.path.join(self.dir, name)
@@ -118,6 +119,7 @@ class Run:
                     process.wait()
             if name.startswith("emu"):
                 print(f"{name}: {self.log(name).splitlines()[-1:]}", flush=True)
+                self.emu_exits[name] = process.returncode
         self.processes = []
 
 
@@ -285,6 +287,8 @@ def main():
             case_pair(run, c, net_host)
     finally:
         run.stop()
+        for name, code in run.emu_exits.items():
+            c.expect(code == 0, f"{name} exited with {code}: {run.log(name)[-2000:]}")
         if args.keep or c.failures:
             print(f"work directory kept: {run.dir}", flush=True)
         else:
