@@ -8,6 +8,8 @@
 #include <linux/vfio.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -224,10 +226,14 @@ class VfioUserDevice final : public Device, public dma::IovaSpace {
     std::optional<std::string> lost() override {
         const std::lock_guard<std::recursive_mutex> hold(mutex_);
         if (!lost_ && channel_) {
-            // A closed peer shows as readable (EOF) or hung up: no message comes unasked.
+            // A closed peer reads as end of file (a byte waiting is a message, not a close).
             pollfd p{channel_.fd(), POLLIN | POLLRDHUP, 0};
-            if (::poll(&p, 1, 0) > 0 && (p.revents & (POLLIN | POLLHUP | POLLRDHUP | POLLERR))) {
-                mark_lost("the server closed the connection");
+            if (::poll(&p, 1, 0) > 0) {
+                char byte = 0;
+                const ssize_t n = ::recv(channel_.fd(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+                if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+                    mark_lost("the server closed the connection");
+                }
             }
         }
         if (lost_ && options_.reconnect) {
@@ -439,6 +445,16 @@ class VfioUserDevice final : public Device, public dma::IovaSpace {
         region.fd_offset = decoded.info.offset;
         if (!reply.fds.empty()) {
             region.fd = std::move(reply.fds.front());
+            // An area past the end of the file would fault (SIGBUS) on first touch: such a
+            // region is used through messages instead.
+            struct stat st {};
+            const std::uint64_t end = region.fd_offset + decoded.info.size;
+            if (::fstat(region.fd.get(), &st) != 0 || end < region.fd_offset ||
+                static_cast<std::uint64_t>(st.st_size) < region.fd_offset + max_area_end(decoded)) {
+                log_warn("{}: region {}'s mmap file is shorter than its areas; not mapping it",
+                         name(), index);
+                region.fd.reset();
+            }
         }
         region.info.mappable =
             (decoded.info.flags & VFIO_REGION_INFO_FLAG_MMAP) != 0 && static_cast<bool>(region.fd);
@@ -454,6 +470,18 @@ class VfioUserDevice final : public Device, public dma::IovaSpace {
         }
         region.known = true;
         return region;
+    }
+
+    // Where the last mappable byte of a region ends (the whole region without sparse areas).
+    static std::uint64_t max_area_end(const RegionInfoReply& reply) {
+        if (reply.sparse_areas.empty()) {
+            return reply.info.size;
+        }
+        std::uint64_t end = 0;
+        for (const SparseArea& area : reply.sparse_areas) {
+            end = std::max(end, area.offset + area.size);  // inside the region: decoder checked
+        }
+        return end;
     }
 
     std::string describe(unsigned index, std::uint64_t offset, std::size_t size) const {

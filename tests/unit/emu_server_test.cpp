@@ -475,8 +475,12 @@ TEST_F(EmuServer, IoThroughPrpListsAndSglsReachesTheStorage) {
     EXPECT_EQ(host.status(1, NvmeHost::io(nvme::io::write, 8, 32, kIova + NvmeHost::kData + 0x200,
                                           kIova + NvmeHost::kList)),
               0u);
-    EXPECT_EQ(
-        std::memcmp(nvme_->storage().data() + 8 * 512, host.at(NvmeHost::kData + 0x200), 16384), 0);
+    {
+        auto lock = function_->lock();  // the model's thread writes the storage under it
+        EXPECT_EQ(
+            std::memcmp(nvme_->storage().data() + 8 * 512, host.at(NvmeHost::kData + 0x200), 16384),
+            0);
+    }
     // Read it back through one SGL data block into another buffer.
     auto read = NvmeHost::io(nvme::io::read, 8, 32, 0);
     read.flags = nvme::kPsdtSgl;
@@ -489,7 +493,10 @@ TEST_F(EmuServer, IoThroughPrpListsAndSglsReachesTheStorage) {
     // Write Zeroes, then the refusals: past the end, past MDTS, an unmapped buffer, a PRP1 that
     // is not dword aligned, a namespace that does not exist, an unknown opcode.
     EXPECT_EQ(host.status(1, NvmeHost::io(nvme::io::write_zeroes, 8, 1, 0)), 0u);
-    EXPECT_EQ(nvme_->storage()[8 * 512 + 5], std::byte{0});
+    {
+        auto lock = function_->lock();
+        EXPECT_EQ(nvme_->storage()[8 * 512 + 5], std::byte{0});
+    }
     const std::uint64_t blocks = nvme_->namespace_blocks();
     EXPECT_EQ(host.status(1, NvmeHost::io(nvme::io::read, blocks - 1, 2, kIova)), 0x80u);
     EXPECT_EQ(host.status(1, NvmeHost::io(nvme::io::read, 0, 1025, kIova)), 0x02u);
