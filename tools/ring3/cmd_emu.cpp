@@ -131,6 +131,7 @@ void add_emu_command(CLI::App& app) {
                      "(drop the connection after N)");
     nvme->add_flag("--once", args->once, "Exit when the first client disconnects");
     nvme->callback([args] { run_nvme(*args); });
+    add_emu_virtio_net_command(*emu);
 }
 
 }  // namespace ring3::tool
