@@ -15,8 +15,8 @@ void add_nvme_command(CLI::App& app);
 void add_perf_command(CLI::App& app);       // perf blk, perf pattern, perf net
 void add_perf_net_command(CLI::App& perf);  // perf net (cmd_perf_net.cpp)
 void add_hold_command(CLI::App& app);
-void add_ps_command(CLI::App& app);  // ring3d's devices and owners
-void add_emu_command(CLI::App& app);  // emulated devices over vfio-user (cmd_emu.cpp)
+void add_ps_command(CLI::App& app);              // ring3d's devices and owners
+void add_emu_command(CLI::App& app);             // emulated devices over vfio-user (cmd_emu.cpp)
 void add_emu_virtio_net_command(CLI::App& emu);  // emu virtio-net (cmd_emu_virtio.cpp)
 
 }  // namespace ring3::tool
