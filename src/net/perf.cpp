@@ -92,6 +92,12 @@ class Worker {
     }
 
   private:
+    // The queue's wait, its cycles counted as idle (NetQueueResult::idle_cycles).
+    void idle_wait(unsigned events) {
+        const std::uint64_t start = cycles();
+        queue_.wait(events, kWaitSlice);
+        result_.idle_cycles += cycles() - start;
+    }
     void run_tx();
     void run_rx();
     void run_fwd();
@@ -187,7 +193,7 @@ void Worker::run_tx() {
             }
             // Every buffer is with the device: wait for some to come back.
             queue_.reclaim();
-            queue_.wait(kReadyTx, kWaitSlice);
+            idle_wait(kReadyTx);
         } else {
             const unsigned accepted = queue_.tx_burst(burst, held);
             for (unsigned i = 0; i < accepted; ++i) {
@@ -199,7 +205,7 @@ void Worker::run_tx() {
                 std::memmove(burst, burst + accepted, (held - accepted) * sizeof(Packet));
                 held -= accepted;
                 if (accepted == 0) {
-                    queue_.wait(kReadyTx, kWaitSlice);
+                    idle_wait(kReadyTx);
                 }
             } else {
                 held = 0;
@@ -379,6 +385,7 @@ void add(NetQueueResult& total, const NetQueueResult& r) {
     total.refused += r.refused;
     total.dropped += r.dropped;
     total.cycles += r.cycles;
+    total.idle_cycles += r.idle_cycles;
     total.rx += r.rx;
     total.port += r.port;
 }

@@ -22,6 +22,12 @@ double NetPerfReport::cycles_per_packet() const noexcept {
                ? static_cast<double>(total.cycles) / static_cast<double>(total.packets)
                : 0;
 }
+double NetPerfReport::busy_cycles_per_packet() const noexcept {
+    return total.packets > 0 && cycle_counter
+               ? static_cast<double>(total.cycles - std::min(total.cycles, total.idle_cycles)) /
+                     static_cast<double>(total.packets)
+               : 0;
+}
 bool NetPerfReport::failed() const noexcept {
     if (!fatal.empty() || total.port.tx_errors != 0 || total.port.rx_errors != 0) {
         return true;
@@ -149,8 +155,10 @@ std::string format_report(const NetPerfReport& report) {
                      report.seconds(), grouped(rounded(report.pps())), report.gbps(),
                      report.cpu_percent));
     if (report.cycle_counter) {
-        line(fmt::format("  {:.0f} cycles per packet (cycle counter over the workers' loops)",
-                         report.cycles_per_packet()));
+        line(fmt::format(
+            "  {:.0f} cycles per packet (cycle counter over the workers' loops), {:.0f} "
+            "busy (waits for the device left out)",
+            report.cycles_per_packet(), report.busy_cycles_per_packet()));
     }
     for (const auto& q : report.queues) {
         line(fmt::format(
@@ -216,6 +224,8 @@ std::string format_report_json(const NetPerfReport& report) {
         {"gbps", report.gbps()},
         {"cycles_per_packet",
          report.cycle_counter ? nlohmann::json(report.cycles_per_packet()) : nullptr},
+        {"busy_cycles_per_packet",
+         report.cycle_counter ? nlohmann::json(report.busy_cycles_per_packet()) : nullptr},
         {"cpu_percent", report.cpu_percent},
         {"refused", report.total.refused},
         {"dropped", report.total.dropped},

@@ -177,8 +177,11 @@ struct NetQueueResult {
     std::uint64_t refused = 0;  // tx_burst calls that accepted fewer than offered (no room)
     std::uint64_t dropped = 0;  // fwd: frames received and still held back (no room) at the end
     std::uint64_t cycles = 0;   // cycle-counter ticks of the worker's loop
-    RxCheck rx;                 // rx
-    QueueStats port;            // the port queue's own counters (fwd: both ports' added up)
+    // Of those, ticks spent waiting for the device (tx: for room in the ring): what the loop
+    // costs without them is the driver's and the generator's own work.
+    std::uint64_t idle_cycles = 0;
+    RxCheck rx;       // rx
+    QueueStats port;  // the port queue's own counters (fwd: both ports' added up)
 };
 
 struct NetPerfReport {
@@ -199,6 +202,7 @@ struct NetPerfReport {
     double pps() const noexcept;
     double gbps() const noexcept;
     double cycles_per_packet() const noexcept;
+    double busy_cycles_per_packet() const noexcept;  // idle_cycles left out
     // A queue stopped, or the port counted tx or rx errors; rx: a corrupt or duplicate frame, or
     // fewer test frames than --count.
     bool failed() const noexcept;
