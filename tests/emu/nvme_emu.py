@@ -9,8 +9,10 @@
       the server injects one fault; the run must end (no hang past its bound) with an error that
       names what happened, and must not crash (exit 1, never a signal).
   nvme_emu.py --ring3 PATH reconnect
-      the server is killed (SIGKILL) mid-run and started again on the same socket and backing
-      file; with --reconnect --retries the run completes, verifies, and the file holds the pattern.
+      the server is killed (SIGKILL) mid-run (once the first block is written; its completions are
+      1 ms late, so the pass lasts at least a second) and started again on the same socket and
+      backing file; with --reconnect --retries the run completes, verifies, and the file holds the
+      pattern.
 
 Every wait is bounded; a test that overruns fails and shows what the processes printed.
 """
@@ -157,7 +159,9 @@ def test_reconnect(ring3, work):
     socket, backing = os.path.join(work, "nvme.sock"), os.path.join(work, "disk.img")
     seed = 4242
     size = 64 << 20
-    server = EmuServer(ring3, socket, backing, ["--fault", "delay:200"], size="128M")
+    # Every completion 1 ms late: at qd 16 the write pass takes at least a second however fast
+    # the machine, so the kill below lands in the middle of it.
+    server = EmuServer(ring3, socket, backing, ["--fault", "delay:1000"], size="128M")
     print("+ perf blk with --reconnect; the server is killed mid-run", flush=True)
     perf = subprocess.Popen(
         [ring3, "perf", "blk", "vfio-user:" + socket, "--rw", "write", "--bs", "4k", "--qd", "16",
@@ -166,7 +170,14 @@ def test_reconnect(ring3, work):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     restarted = None
     try:
-        time.sleep(1.0)
+        # The kill comes once the first block (LBA 0, written first) holds the pattern.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and perf.poll() is None:
+            with open(backing, "rb") as f:
+                if f.read(8) == b"R3BLKPAT":
+                    break
+            time.sleep(0.01)
+        time.sleep(0.1)
         if perf.poll() is not None:
             raise Failure("perf blk ended before the server was killed: make the run longer\n"
                           + perf.stdout.read())
