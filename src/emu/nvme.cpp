@@ -5,7 +5,6 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -277,25 +276,7 @@ std::uint32_t NvmeController::doorbell(std::size_t index) const noexcept {
 }
 
 void NvmeController::poll_loop() {
-    // The idle sleeps below are short: without this the kernel's default timer slack (50 µs)
-    // doubles each one, and the first command after a pause waits for it.
-    prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL);
-    auto idle_since = Clock::now();
-    while (!stop_.load(std::memory_order_relaxed)) {
-        bool worked = false;
-        {
-            auto lock = function_.lock();
-            worked = poll_once();
-        }
-        const auto now = Clock::now();
-        if (worked) {
-            idle_since = now;
-        } else if (now - idle_since < std::chrono::microseconds(200)) {
-            std::this_thread::yield();  // spin a little: the next doorbell is usually close
-        } else {
-            std::this_thread::sleep_for(std::chrono::microseconds(50));
-        }
-    }
+    function_.run_poller(stop_, [this] { return poll_once(); });
 }
 
 bool NvmeController::poll_once() {

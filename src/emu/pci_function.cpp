@@ -1,19 +1,45 @@
 // emu::PciFunction: BARs (handlers and memfd-backed areas), the client's DMA memory, MSI-X.
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <iterator>
+#include <thread>
 
 #include "ring3/core/error.hpp"
 #include "ring3/core/log.hpp"
 #include "ring3/emu/server.hpp"
 
 namespace ring3::emu {
+
+void PciFunction::run_poller(const std::atomic<bool>& stop,
+                             const std::function<bool()>& poll_once) {
+    // Without this the kernel's default timer slack (50 µs) doubles each idle sleep, and the
+    // first request after a pause waits for it.
+    prctl(PR_SET_TIMERSLACK, 1000UL, 0UL, 0UL, 0UL);
+    auto idle_since = std::chrono::steady_clock::now();
+    while (!stop.load(std::memory_order_relaxed)) {
+        bool worked = false;
+        {
+            auto held = lock();
+            worked = poll_once();
+        }
+        const auto now = std::chrono::steady_clock::now();
+        if (worked) {
+            idle_since = now;
+        } else if (now - idle_since < std::chrono::microseconds(200)) {
+            std::this_thread::yield();  // spin a little: the next request is usually close
+        } else {
+            std::this_thread::sleep_for(std::chrono::microseconds(50));
+        }
+    }
+}
 namespace {
 
 constexpr std::uint64_t kPage = 4096;

@@ -270,7 +270,10 @@ std::vector<std::byte> Server::handle(vfio_user::Channel& channel, vfio_user::Me
             function_.reset_device();
             return {};
         default:
-            throw Error::invalid(vfio_user::to_string(command), path_, "not implemented", ENOSYS);
+            // REGION_IO_FDS, WRITE_MULTI, DEVICE_FEATURE, migration, DMA_READ/WRITE from a
+            // client: answered ENOSYS, as the protocol lets a server do for what it lacks.
+            throw Error::invalid(vfio_user::to_string(command), path_,
+                                 "this server does not support the command", ENOSYS);
     }
 }
 

@@ -389,22 +389,7 @@ void VirtioNetDevice::client_detached() {
 // --- The poller -------------------------------------------------------------------------------
 
 void VirtioNetDevice::poll_loop() {
-    auto idle_since = Clock::now();
-    while (!stop_.load(std::memory_order_relaxed)) {
-        bool worked = false;
-        {
-            auto lock = function_.lock();
-            worked = poll_once();
-        }
-        const auto now = Clock::now();
-        if (worked) {
-            idle_since = now;
-        } else if (now - idle_since < std::chrono::microseconds(200)) {
-            std::this_thread::yield();  // the next frame is usually close
-        } else {
-            std::this_thread::sleep_for(std::chrono::microseconds(50));
-        }
-    }
+    function_.run_poller(stop_, [this] { return poll_once(); });
 }
 
 bool VirtioNetDevice::live() const noexcept {

@@ -148,6 +148,10 @@ class PciFunction {
     // is set and it fires on unmask); when it did not (VFIO-style clients leave that to the
     // kernel), every vector with an eventfd fires. Returns false when nothing was signalled.
     bool raise_msix(unsigned vector) noexcept;
+    // A model's polling thread: calls `poll_once` under lock() until `stop` is set; spins (yield)
+    // for 200 µs after the last call that found work, then sleeps 50 µs per round, with a 1 µs
+    // timer slack so the sleeps are not stretched. Shared by every device model.
+    void run_poller(const std::atomic<bool>& stop, const std::function<bool()>& poll_once);
     // Asks the server to drop the connection (fault injection: a device that vanishes). Thread
     // safe, no lock needed.
     void request_disconnect() noexcept;
