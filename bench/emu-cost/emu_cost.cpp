@@ -90,9 +90,10 @@ Run measure(block::BlockDevice& device, unsigned depth, std::chrono::seconds len
     const std::uint64_t start = __rdtsc();
     const auto began = std::chrono::steady_clock::now();
     const auto deadline = began + length;
+    // Two counter reads per turn: a turn starts where the last one's poll ended.
+    std::uint64_t t0 = start;
     for (std::uint64_t loops = 0;; ++loops) {
         // Refill every free slot, then one flush: busy when it submitted anything.
-        const std::uint64_t t0 = __rdtsc();
         const bool refill = !slots_state.free.empty();
         while (!slots_state.free.empty()) {
             Slot* s = slots_state.free.back();
@@ -115,6 +116,7 @@ Run measure(block::BlockDevice& device, unsigned depth, std::chrono::seconds len
         } else {
             run.idle_cycles += t2 - t1;
         }
+        t0 = t2;
         if ((loops & 1023) == 0 && std::chrono::steady_clock::now() >= deadline) {
             break;
         }

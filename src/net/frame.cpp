@@ -84,10 +84,9 @@ std::uint32_t test_check_word(std::uint64_t seed, std::uint16_t stream, std::uin
     return static_cast<std::uint32_t>(h ^ (h >> 32));
 }
 
-void build_test_frame(std::span<std::byte> out, const TestFlow& flow, std::uint16_t stream,
-                      std::uint64_t sequence, const FillPattern& pattern) noexcept {
-    std::byte* f = out.data();
-    const auto length = static_cast<std::uint32_t>(out.size());
+TestFrameTemplate::TestFrameTemplate(const TestFlow& flow, std::uint16_t stream) noexcept
+    : stream_(stream) {
+    std::byte* f = fixed_.data();
     std::memcpy(f, flow.destination_mac.bytes.data(), 6);
     std::memcpy(f + 6, flow.source_mac.bytes.data(), 6);
     put16(f + 12, kEtherTypeIpv4);
@@ -95,28 +94,51 @@ void build_test_frame(std::span<std::byte> out, const TestFlow& flow, std::uint1
     std::byte* ip = f + kIp;
     ip[0] = std::byte{kIpv4NoOptions};
     ip[1] = std::byte{0};
-    put16(ip + 2, static_cast<std::uint16_t>(length - kEthernetHeader));
+    put16(ip + 2, 0);  // total length: per frame
     put16(ip + 4, 0);  // identification: unused, the datagram is never fragmented
     put16(ip + 6, kDontFragment);
     ip[8] = std::byte{kTtl};
     ip[9] = std::byte{kProtocolUdp};
-    put16(ip + 10, 0);
+    put16(ip + 10, 0);  // checksum: per frame
     std::memcpy(ip + 12, flow.source_ip.data(), 4);
     std::memcpy(ip + 16, flow.destination_ip.data(), 4);
-    put16(ip + 10, internet_checksum({ip, kIpv4Header}));
+    for (std::size_t i = 0; i < kIpv4Header; i += 2) {
+        ip_sum_ += get16(ip + i);
+    }
 
     std::byte* udp = f + kUdp;
     put16(udp, static_cast<std::uint16_t>(kTestSourcePortBase + stream));
     put16(udp + 2, kTestPort);
-    put16(udp + 4, static_cast<std::uint16_t>(length - kUdp));
-    put16(udp + 6, 0);
+    put16(udp + 4, 0);  // length: per frame
+    put16(udp + 6, 0);  // checksum 0: not computed
 
     std::byte* payload = f + kPayload;
     put32(payload, kMagic);
     put16(payload + 4, stream);
+}
+
+void TestFrameTemplate::write(std::span<std::byte> out, std::uint64_t sequence,
+                              const FillPattern& pattern) const noexcept {
+    std::byte* f = out.data();
+    const auto length = static_cast<std::uint32_t>(out.size());
+    std::memcpy(f, fixed_.data(), kFixed);
+    const auto ip_length = static_cast<std::uint16_t>(length - kEthernetHeader);
+    put16(f + kIp + 2, ip_length);
+    // RFC 1071 §2(B), (C): the sum of the fixed words plus the one that changed, folded.
+    std::uint32_t sum = ip_sum_ + ip_length;
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    put16(f + kIp + 10, static_cast<std::uint16_t>(~sum));
+    put16(f + kUdp + 4, static_cast<std::uint16_t>(length - kUdp));
+    std::byte* payload = f + kPayload;
     put64(payload + 6, sequence);
-    put32(payload + 14, test_check_word(pattern.seed(), stream, sequence, length));
+    put32(payload + 14, test_check_word(pattern.seed(), stream_, sequence, length));
     std::memcpy(f + kTestFillerOffset, pattern.for_sequence(sequence), length - kTestFillerOffset);
+}
+
+void build_test_frame(std::span<std::byte> out, const TestFlow& flow, std::uint16_t stream,
+                      std::uint64_t sequence, const FillPattern& pattern) noexcept {
+    TestFrameTemplate(flow, stream).write(out, sequence, pattern);
 }
 
 FrameCheck check_test_frame(std::span<const std::byte> frame, const FillPattern& pattern) noexcept {

@@ -126,7 +126,7 @@ std::uint32_t FrameGenerator::next_length() const noexcept {
 }
 
 void FrameGenerator::build(std::byte* out) noexcept {
-    build_test_frame({out, next_length()}, flow_, stream_, sequence_, pattern_);
+    template_.write({out, next_length()}, sequence_, pattern_);
     ++sequence_;
 }
 

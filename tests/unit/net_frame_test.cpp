@@ -70,6 +70,28 @@ TEST(InternetChecksum, MatchesAKnownHeader) {
     EXPECT_EQ(internet_checksum(odd), reference_checksum(odd.data(), odd.size()));
 }
 
+// One template writing frames of changing lengths over one buffer (as a sender reusing its
+// buffers does): each frame is whole, checks as a test frame, and its IPv4 checksum (the
+// template's incremental sum) is the one computed over the header from scratch.
+TEST(TestFrame, TemplateRewritesReusedBuffersWhole) {
+    const FillPattern pattern(7);
+    const TestFrameTemplate reused(flow(), 5);
+    std::vector<std::byte> buffer(kMaxFrameSize, std::byte{0xee});
+    std::uint64_t sequence = 0xfffffffffffffff0ull;  // across the wrap of the 64-bit sequence
+    for (const std::size_t size : {1514u, 60u, 61u, 1000u, 64u, 1514u, 333u}) {
+        SCOPED_TRACE(size);
+        reused.write({buffer.data(), size}, sequence, pattern);
+        const std::vector<std::byte> written(buffer.begin(), buffer.begin() + size);
+        EXPECT_EQ(written, frame(size, 5, sequence, pattern));
+        EXPECT_EQ(reference_checksum(written.data() + kEthernetHeader, kIpv4Header), 0);
+        const FrameCheck c = check_test_frame(written, pattern);
+        EXPECT_EQ(c.kind, FrameKind::test) << c.problem;
+        EXPECT_EQ(c.sequence, sequence);
+        EXPECT_EQ(c.stream, 5u);
+        sequence += 9;
+    }
+}
+
 TEST(TestFrame, HeadersAreValidEthernetIpv4Udp) {
     const FillPattern pattern(42);
     for (const std::size_t size : {60u, 64u, 65u, 128u, 1000u, 1514u}) {

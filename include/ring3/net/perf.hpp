@@ -123,7 +123,7 @@ class FrameGenerator {
   public:
     FrameGenerator(const TestFlow& flow, const FillPattern& pattern, SizeRange sizes,
                    std::uint16_t stream) noexcept
-        : flow_(flow), pattern_(pattern), sizes_(sizes), stream_(stream) {}
+        : template_(flow, stream), pattern_(pattern), sizes_(sizes), stream_(stream) {}
 
     // The length of the next frame, then build() it into at least that many bytes.
     std::uint32_t next_length() const noexcept;
@@ -131,7 +131,7 @@ class FrameGenerator {
     std::uint64_t sequence() const noexcept { return sequence_; }
 
   private:
-    TestFlow flow_;
+    TestFrameTemplate template_;
     const FillPattern& pattern_;
     SizeRange sizes_;
     std::uint16_t stream_;

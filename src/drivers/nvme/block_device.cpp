@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "ring3/core/error.hpp"
+#include "ring3/core/fence.hpp"
 #include "ring3/core/log.hpp"
 #include "ring3/irq/wait.hpp"
 
@@ -58,7 +59,8 @@ IoQueue::IoQueue(NvmeBlockDevice& owner, Controller& controller, const Namespace
       io_timeout_(io_timeout),
       list_of_command_(pair_->entries(), kNoList),
       ranges_(controller.pool().allocate(std::size_t{16} * pair_->entries(), 64)) {
-    CycleClock::calibrate();  // once per process, before any request is timed
+    CycleClock::calibrate();     // once per process, before any request is timed
+    enable_asymmetric_fences();  // once per process, before any Activity
     if (const std::uint32_t pages =
             list_pages(std::min(depth, pair_->entries() - 1), use_sgl_, max_transfer_);
         pages != 0) {
@@ -75,14 +77,16 @@ IoQueue::IoQueue(NvmeBlockDevice& owner, Controller& controller, const Namespace
 
 IoQueue::~IoQueue() = default;
 
-// Translates one request into 1..n commands; all or nothing: when they do not all fit, nothing
-// is queued and the caller polls and retries.
 IoQueue::Activity::Activity(IoQueue& queue) noexcept
     : queue_(queue), entered_(true), outermost_(!queue.active_.load(std::memory_order_relaxed)) {
     if (!outermost_) {
         return;  // nested (recovery calls back into the late queue)
     }
-    queue_.active_.store(true, std::memory_order_seq_cst);
+    // Dekker with recover(): our store of active_, then our load of recovering_; recover() pays
+    // for the store-load barrier between them (heavy_fence, fence.hpp), this path only keeps
+    // the compiler from reordering.
+    queue_.active_.store(true, std::memory_order_relaxed);
+    light_fence();
     if (queue_.owner_.recovering()) {
         queue_.active_.store(false, std::memory_order_release);
         entered_ = false;
@@ -95,6 +99,8 @@ IoQueue::Activity::~Activity() {
     }
 }
 
+// Translates one request into 1..n commands; all or nothing: when they do not all fit, nothing
+// is queued and the caller polls and retries.
 int IoQueue::enqueue(const block::Request& request) noexcept {
     if (owner_.failed()) {
         return -ENODEV;
@@ -557,6 +563,9 @@ void NvmeBlockDevice::recover(IoQueue& late, std::uint16_t command_id,
         return;  // another queue's thread is recovering the controller already
     }
     const auto done_recovering = [this] { recovering_.store(false, std::memory_order_seq_cst); };
+    // The other side of IoQueue::Activity: after this, a queue thread either shows active() or
+    // sees recovering_ and stays out.
+    heavy_fence();
     if (lost) {
         log_error("{}: the device is gone ({}); failing every request", name(), *lost);
     } else if (replaced) {
