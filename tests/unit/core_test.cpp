@@ -4,10 +4,14 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstring>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "ring3/core/error.hpp"
+#include "ring3/core/fence.hpp"
 #include "ring3/core/file.hpp"
 #include "ring3/core/mapping.hpp"
 #include "ring3/core/unique_fd.hpp"
@@ -88,6 +92,46 @@ TEST(File, MissingFileIsAnErrorOrNothing) {
     EXPECT_EQ(read_optional_file(under_file), std::nullopt);  // a path through a file
     EXPECT_EQ(testing::error_of([&] { read_optional_file(dir.path().string()); }, EISDIR),
               "read " + dir.path().string() + ": Is a directory");
+}
+
+// Dekker's litmus test over the asymmetric pair: each thread stores its flag, fences, and loads
+// the other's. Without a store-load barrier on both sides x86 lets both loads see 0 (the
+// stores still sit in the store buffers); with light_fence() on one side and heavy_fence() on
+// the other, at least one must see the other's store, in every round.
+TEST(Fence, AsymmetricPairOrdersStoresBeforeLoads) {
+    enable_asymmetric_fences();  // either answer: the fallback is a pair of full fences
+    constexpr int kRounds = 20000;
+    std::atomic<int> x{0};
+    std::atomic<int> y{0};
+    std::atomic<int> go{-1};
+    std::atomic<int> finished{-1};
+    std::vector<int> light_saw(kRounds, -1);
+    std::thread light([&] {
+        for (int i = 0; i < kRounds; ++i) {
+            while (go.load(std::memory_order_acquire) != i) {
+            }
+            x.store(1, std::memory_order_relaxed);
+            light_fence();
+            light_saw[static_cast<std::size_t>(i)] = y.load(std::memory_order_relaxed);
+            finished.store(i, std::memory_order_release);
+        }
+    });
+    int both_missed = 0;
+    for (int i = 0; i < kRounds; ++i) {
+        x.store(0, std::memory_order_relaxed);
+        y.store(0, std::memory_order_relaxed);
+        go.store(i, std::memory_order_release);
+        y.store(1, std::memory_order_relaxed);
+        heavy_fence();
+        const int heavy_saw = x.load(std::memory_order_relaxed);
+        while (finished.load(std::memory_order_acquire) != i) {
+        }
+        if (heavy_saw == 0 && light_saw[static_cast<std::size_t>(i)] == 0) {
+            ++both_missed;
+        }
+    }
+    light.join();
+    EXPECT_EQ(both_missed, 0) << "rounds in which neither thread saw the other's store";
 }
 
 }  // namespace
