@@ -131,6 +131,7 @@ VirtioNetDevice::VirtioNetDevice(PciFunction& function, VirtioNetOptions options
         });
     notify_ = function_.add_memory_area(0, kNotifyOffset, kNotifyLength, true);
     queues_.resize(num_queues());
+    counters_.tx_frames_by_pair.resize(o.queue_pairs);
     device_reset();
     counters_.resets = 0;
     function_.set_model(this);
@@ -566,6 +567,7 @@ bool VirtioNetDevice::process_tx(unsigned pair) {
         }
         if (sendable) {
             ++counters_.tx_frames;
+            ++counters_.tx_frames_by_pair[pair];
             counters_.tx_bytes += frame.size();
             capture(frame);
         }

@@ -10,6 +10,10 @@ captures with them), which share no code with ring3.
   pair  two devices wired back to back with --peer: perf net --tx on one while perf net --rx
         runs on the other in interrupt mode (MSI-X eventfds, used_event), 100,000 frames,
         nothing lost; the sender's capture checked too
+  mq    a device with two queue pairs (MQ, control queue): perf net --tx --queues 2 sends
+        100,000 frames from two threads; both queues carry traffic (the driver's per-queue
+        counters and the device's per-queue count agree), and the peer and the capture hold
+        each queue's frames in order, byte for byte
   fault --fault corrupt|vanish|cfs: a fault at frame 1000 fails perf net --tx (exit 1, no hang);
         the device then serves a clean run to the end
 
@@ -234,6 +238,77 @@ def case_pair(run, c, net_host):
               f"({elapsed:.1f} s)", flush=True)
 
 
+def check_streams(c, report, pcap_path, test_frames, what):
+    """Every frame of `pcap_path` is one the run's queues sent: each queue's stream complete, in
+    order, byte for byte (frames of different queues may interleave). Returns {stream: count}."""
+    frames = test_frames.Frames(report["seed"], report["mac"])
+    sent = {q["queue"]: q["packets"] for q in report["per_queue"]}
+    next_sequence = {stream: 0 for stream in sent}
+    wrong = 0
+    for at, got in enumerate(test_frames.read_pcap(pcap_path)):
+        parsed = frames.parse(got)
+        stream = parsed[0] if parsed else None
+        if stream not in next_sequence:
+            wrong += 1
+            if wrong <= 5:
+                c.expect(False, f"{what}: frame {at} is not from any queue of the run: {parsed}")
+            continue
+        sequence = next_sequence[stream]
+        want = frames.frame(stream, sequence,
+                            frames.length(stream, sequence, report["size_min"], report["size_max"]))
+        if got != want:
+            wrong += 1
+            if wrong <= 5:
+                c.expect(False, f"{what}: frame {at} should be queue {stream}'s sequence "
+                                f"{sequence} ({len(want)} bytes), is {parsed} ({len(got)} bytes)")
+        next_sequence[stream] = sequence + 1
+    c.expect(wrong == 0, f"{what}: {wrong} frame(s) out of order, foreign or different")
+    c.expect(next_sequence == sent, f"{what}: frames per queue {next_sequence}, sent {sent}")
+    return next_sequence
+
+
+def case_mq(run, c, test_frames):
+    peer = bound_socket(run.path("peer"))
+    received = []
+
+    def receive():
+        peer.settimeout(0.5)
+        deadline = time.monotonic() + 110
+        while len(received) < FRAMES and time.monotonic() < deadline:
+            try:
+                received.append(peer.recv(65536))
+            except socket.timeout:
+                pass
+
+    receiver = threading.Thread(target=receive, daemon=True)
+    receiver.start()
+    emu = run.emu("emu", "--queues", "2", "--peer", run.path("peer"),
+                  "--capture", run.path("tx.pcap"))
+    tx = run.perf("perf-tx", emu, "--tx", "--queues", "2", "--size", f"{SIZES[0]}-{SIZES[1]}")
+    report = run.report(c, "perf-tx", tx)
+    receiver.join(timeout=30)
+    run.stop()
+    if report is None:
+        return
+    c.expect(report.get("ok") is True and report.get("packets") == FRAMES,
+             f"perf net: ok {report.get('ok')}, {report.get('packets')} of {FRAMES} frames")
+    per_queue = [q["packets"] for q in report.get("per_queue", [])]
+    c.expect(len(per_queue) == 2 and all(n > 0 for n in per_queue),
+             f"perf net's queues sent {per_queue}: both queue pairs must carry traffic")
+    by_pair = None
+    for line in run.log("emu").splitlines():
+        if "tx frames by queue pair:" in line:
+            by_pair = [int(n) for n in line.split(":")[-1].split()]
+    c.expect(by_pair == per_queue,
+             f"the device counted {by_pair} frames on its transmit queues, the driver {per_queue}")
+    write_pcap(run.path("peer.pcap"), received)
+    counts = check_streams(c, report, run.path("peer.pcap"), test_frames, "peer")
+    check_streams(c, report, run.path("tx.pcap"), test_frames, "capture")
+    print(f"mq: queue 0 sent {per_queue[0] if per_queue else '?'} and queue 1 "
+          f"{per_queue[1] if len(per_queue) > 1 else '?'} frames; the device counted {by_pair}; "
+          f"the peer and the capture hold every queue's frames in order ({counts})", flush=True)
+
+
 def case_fault(run, c, kind):
     """A fault injected at frame 1000 of the device's life stops perf net --tx with an error
     (exit 1) within its stall/drain timeouts; the device then serves the next client, whose
@@ -265,7 +340,7 @@ def case_fault(run, c, kind):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("case", choices=["tx", "rx", "pair", "fault"])
+    parser.add_argument("case", choices=["tx", "rx", "pair", "mq", "fault"])
     parser.add_argument("--fault", choices=["corrupt", "vanish", "cfs"], help="with case fault")
     parser.add_argument("--ring3", required=True)
     parser.add_argument("--checks", required=True, help="tests/guest/checks")
@@ -281,6 +356,8 @@ def main():
             case_tx(run, c, net_host)
         elif args.case == "rx":
             case_rx(run, c, test_frames)
+        elif args.case == "mq":
+            case_mq(run, c, test_frames)
         elif args.case == "fault":
             case_fault(run, c, args.fault or "corrupt")
         else:

@@ -2,6 +2,7 @@
 // for tests and demos without the device. Runs in the foreground until SIGTERM/SIGINT (or, with
 // --once, until its client leaves) and prints its counters on exit.
 #include <fmt/core.h>
+#include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
 #include <atomic>
@@ -102,6 +103,10 @@ void run_virtio_net(const VirtioNetArgs& args) {
                "needs-reset\n",
                server.clients_served(), c.tx_frames, c.tx_bytes, c.tx_dropped, c.rx_frames,
                c.rx_bytes, c.rx_dropped, c.interrupts, c.resets, c.needs_reset);
+    if (c.tx_frames_by_pair.size() > 1) {
+        fmt::print(stderr, "ring3 emu virtio-net: tx frames by queue pair: {}\n",
+                   fmt::join(c.tx_frames_by_pair, " "));
+    }
 }
 
 }  // namespace

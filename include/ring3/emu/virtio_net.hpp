@@ -69,8 +69,9 @@ struct VirtioNetCounters {
     std::uint64_t rx_bytes = 0;
     std::uint64_t rx_dropped = 0;  // loopback with no receive buffer posted, buffer too small
     std::uint64_t interrupts = 0;
-    std::uint64_t needs_reset = 0;  // times DEVICE_NEEDS_RESET was set
-    std::uint64_t resets = 0;       // driver resets (device_status written 0)
+    std::uint64_t needs_reset = 0;                 // times DEVICE_NEEDS_RESET was set
+    std::uint64_t resets = 0;                      // driver resets (device_status written 0)
+    std::vector<std::uint64_t> tx_frames_by_pair;  // transmitq1..N: which queues carried them
 };
 
 class VirtioNetDevice final : public DeviceModel {
