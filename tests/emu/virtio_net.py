@@ -323,6 +323,11 @@ def case_fault(run, c, kind):
     elapsed = time.monotonic() - started
     c.expect(faulted.returncode == 1, f"{kind}: perf net exited with {faulted.returncode} "
                                       f"(1 expected): {run.log('perf-fault')}")
+    # The driver says what stopped it: the device's NEEDS_RESET, or the device gone.
+    cause = {"cfs": "DEVICE_NEEDS_RESET", "vanish": "closed the connection",
+             "corrupt": "an id outside the queue"}[kind]
+    c.expect(cause in run.log("perf-fault"),
+             f"{kind}: perf net's errors do not name the cause ('{cause}'): {run.log('perf-fault')}")
     print(f"fault {kind}:1000: perf net failed as it should after {elapsed:.1f} s: "
           f"{run.log('perf-fault').splitlines()[-1:]}", flush=True)
     emu_process = run.processes[0][1]

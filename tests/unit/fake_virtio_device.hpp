@@ -128,6 +128,12 @@ class FakeVirtioPci {
     std::uint8_t status() {
         return device.peek<std::uint8_t>(kBar, kCommon + reg::DeviceStatus::offset);
     }
+    // §2.1.2: the device has failed and sets DEVICE_NEEDS_RESET (serving nothing from then on).
+    void set_needs_reset() {
+        serve = false;
+        put8(kCommon + reg::DeviceStatus::offset,
+             static_cast<std::uint8_t>(status() | status::device_needs_reset));
+    }
     unsigned interrupts_raised = 0;
     unsigned indirect_chains = 0;
     std::vector<std::uint8_t>

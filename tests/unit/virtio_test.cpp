@@ -568,6 +568,44 @@ TEST(VirtioBlk, GarbageFromTheDeviceFailsTheRequestNotTheProcess) {
     EXPECT_EQ(q.enqueue({block::Op::read, 0, 1, buffer.data(), &Completion::done, &c}), -ENODEV);
 }
 
+// §2.1.2: a device that sets DEVICE_NEEDS_RESET completes nothing more. A wait that finds
+// nothing looks at device_status; the device is reset (so it no longer touches the requests'
+// memory) and the requests in flight fail with EIO instead of waiting forever.
+TEST(VirtioBlk, ADeviceThatNeedsAResetIsResetAndItsRequestsFail) {
+    BlkRig rig;
+    auto& q = rig.blk->open_queue(0);
+    auto buffer = rig.blk->dma_pool().allocate(1024, 512);
+    Completion a;
+    run_to_completion(q, {block::Op::read, 0, 1, buffer.data(), &Completion::done, &a}, a);
+    EXPECT_TRUE(a.status.ok());
+
+    rig.model.serve = false;  // healthy but slow: an empty wait changes nothing
+    Completion b;
+    ASSERT_EQ(q.submit({block::Op::read, 0, 1, buffer.data(), &Completion::done, &b}), 0);
+    EXPECT_EQ(q.wait(1ms), 0u);
+    EXPECT_EQ(b.calls, 0);
+    EXPECT_EQ(rig.blk->failure(), 0);
+
+    rig.model.set_needs_reset();
+    Completion c;
+    ASSERT_EQ(q.submit({block::Op::read, 1, 1, buffer.data() + 512, &Completion::done, &c}), 0);
+    const std::size_t status_writes = rig.model.status_writes.size();
+    for (int i = 0; i < 1000 && (b.calls == 0 || c.calls == 0); ++i) {  // checks 100 ms apart
+        q.wait(1ms);
+    }
+    EXPECT_EQ(rig.blk->failure(), EIO);
+    ASSERT_EQ(b.calls, 1);
+    ASSERT_EQ(c.calls, 1);
+    EXPECT_EQ(b.status.error, EIO);
+    EXPECT_EQ(c.status.error, EIO);
+    EXPECT_EQ(q.outstanding(), 0u);
+    ASSERT_GT(rig.model.status_writes.size(), status_writes);
+    EXPECT_EQ(rig.model.status_writes.back(), 0u);          // reset before the requests were failed
+    EXPECT_EQ(static_cast<BlkQueue&>(q).bad_status(), 0u);  // failed, not garbage
+    Completion d;
+    EXPECT_EQ(q.enqueue({block::Op::read, 0, 1, buffer.data(), &Completion::done, &d}), -ENODEV);
+}
+
 TEST(VirtioBlk, InterruptModeSleepsOnTheQueueVector) {
     FakeVirtioBlk::Options o;
     o.queues = 2;

@@ -178,12 +178,17 @@ void run_net(const NetArguments& a) {
     }
     std::fflush(stdout);
     if (report.failed()) {
-        fmt::print(stderr,
-                   "ring3: perf net {}: failed: {} queue(s) stopped, {} tx and {} rx errors, {} "
-                   "corrupt, {} duplicates, {} test frames of {}\n",
-                   report.device, report.fatal.size(), report.total.port.tx_errors,
-                   report.total.port.rx_errors, report.total.rx.corrupt, report.total.rx.duplicates,
-                   report.total.rx.test_frames, options.count);
+        fmt::print(
+            stderr,
+            "ring3: perf net {}: failed: {} queue(s) stopped{}, {} tx and {} rx errors, {} "
+            "corrupt, {} duplicates{}\n",
+            report.device, report.fatal.size(),
+            report.fatal.empty() ? "" : " (" + report.fatal.front() + ")",
+            report.total.port.tx_errors, report.total.port.rx_errors, report.total.rx.corrupt,
+            report.total.rx.duplicates,
+            options.direction == net::Direction::rx && options.count != 0
+                ? fmt::format(", {} test frames of {}", report.total.rx.test_frames, options.count)
+                : "");
         throw CLI::RuntimeError(1);
     }
 }

@@ -12,6 +12,7 @@
 
 #include "ring3/block/block_device.hpp"
 #include "ring3/block/open.hpp"
+#include "ring3/core/cycle_clock.hpp"
 #include "ring3/core/timeline.hpp"
 #include "ring3/device/device.hpp"
 #include "ring3/dma/pool.hpp"
@@ -87,6 +88,7 @@ class BlkQueue final : public block::Queue {
     static void on_used(void* owner, void* context, std::uint16_t head,
                         std::uint32_t written) noexcept;
     void fail_broken() noexcept;
+    unsigned fail_with_device() noexcept;
 
     BlkDevice& owner_;
     std::unique_ptr<SplitQueue> queue_;
@@ -99,6 +101,7 @@ class BlkQueue final : public block::Queue {
     bool indirect_ = false;
     std::vector<Parent> parents_;
     std::vector<std::uint32_t> free_parents_;
+    CycleClock::time_point last_health_check_{};
     std::vector<Segment> segments_;  // scratch for one chain
     std::uint64_t bad_status_ = 0;
     bool failed_ = false;  // the device broke the queue: it needs a reset
@@ -116,6 +119,11 @@ class BlkDevice final : public block::BlockDevice {
     dma::DmaPool& dma_pool() override { return session_->pool(); }
 
     PciTransport& transport() noexcept { return session_->transport(); }
+    // The device's health (Session::check_health), and the reset that must come before
+    // requests still with a failed device are given back (it stops the device's DMA).
+    int check_health() noexcept { return session_->check_health(); }
+    int failure() const noexcept { return session_->failure(); }
+    void reset_device() noexcept { session_->reset_device(); }
     const BlkConfig& config() const noexcept { return config_; }
     std::uint32_t max_transfer() const noexcept { return max_transfer_; }
     std::uint32_t max_data_segments() const noexcept { return max_segments_; }

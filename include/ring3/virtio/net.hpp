@@ -10,6 +10,7 @@
 #include <memory>
 #include <vector>
 
+#include "ring3/core/cycle_clock.hpp"
 #include "ring3/core/timeline.hpp"
 #include "ring3/device/device.hpp"
 #include "ring3/dma/pool.hpp"
@@ -101,6 +102,7 @@ class NetQueue final : public net::Queue {
     unsigned burst_count_ = 0;
     net::QueueStats stats_;
     std::uint64_t short_chains_ = 0;
+    CycleClock::time_point last_health_check_{};
 };
 
 class NetDevice final : public net::NetPort {
@@ -117,6 +119,9 @@ class NetDevice final : public net::NetPort {
     dma::DmaPool& dma_pool() override { return session_->pool(); }
 
     PciTransport& transport() noexcept { return session_->transport(); }
+    // The device's health (Session::check_health): looked at by queues whose wait found nothing.
+    int check_health() noexcept { return session_->check_health(); }
+    int failure() const noexcept { return session_->failure(); }
     const NetConfig& config() const noexcept { return config_; }
     const NetOptions& options() const noexcept { return options_; }
     std::uint64_t control_commands() const noexcept { return control_commands_; }

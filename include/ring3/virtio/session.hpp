@@ -12,8 +12,11 @@
 // reset_device() first.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -82,16 +85,31 @@ class Session {
     // Resets the device and throws EIO: "open <driver>: <why>".
     [[noreturn]] void refuse(const std::string& why);
 
-    // Teardown (see the top of this file); both are idempotent and noexcept.
+    // Teardown (see the top of this file); both are idempotent and noexcept. reset_device() may
+    // be called from several queue threads at once: each returns once the device is reset.
     void reset_device() noexcept;
     void release() noexcept;
+
+    // Is the device still able to go on? A device that cannot sets DEVICE_NEEDS_RESET (VIRTIO
+    // 1.2 §2.1.2); one reset under the driver reads without DRIVER_OK; one unplugged reads
+    // 0xff; one behind a closed vfio-user connection is lost (Device::lost()). Looks (a
+    // register read, for vfio-user a message), logs the first problem once, and returns the
+    // errno that stopped the device (EIO, or ENODEV when it is gone), 0 while it is healthy.
+    // For idle paths only (a wait that found nothing), at most every kHealthInterval per queue:
+    // never per I/O.
+    int check_health() noexcept;
+    static constexpr std::chrono::milliseconds kHealthInterval{100};
+    // What check_health() found: 0 while healthy (any thread; no device access).
+    int failure() const noexcept { return failure_.load(std::memory_order_acquire); }
 
   private:
     std::unique_ptr<Device> device_;
     SessionOptions options_;
     DriverResources resources_;  // vectors, DMA arena and pool, bus mastering
     std::unique_ptr<PciTransport> transport_;
-    bool reset_ = false;  // reset_device() done: the device is not driven again
+    std::mutex reset_mutex_;  // a rare path: the first caller resets, the others wait for it
+    bool reset_ = false;      // reset_device() done: the device is not driven again
+    std::atomic<int> failure_{0};
 };
 
 // The largest power of two <= min(value, 32768), at least 1.

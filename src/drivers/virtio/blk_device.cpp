@@ -87,7 +87,7 @@ void BlkQueue::set_mode(irq::WaitMode mode, unsigned depth) noexcept {
 }
 
 int BlkQueue::enqueue(const block::Request& request) noexcept {
-    if (failed_ || queue_->broken()) {
+    if (failed_ || queue_->broken() || owner_.failure() != 0) {
         return -ENODEV;
     }
     if (request.callback == nullptr) {
@@ -260,14 +260,15 @@ void BlkQueue::on_used(void* owner, void* context, std::uint16_t head,
     auto& parent = *static_cast<Parent*>(context);
     // §5.2.6: the status byte the device wrote last in the chain (read after the used ring's
     // acquire barrier in SplitQueue::poll).
-    const std::uint8_t status = queue.queue_->broken()
+    const std::uint8_t status = queue.queue_->broken() || queue.failed_
                                     ? kStatusUnset
                                     : static_cast<volatile std::uint8_t&>(queue.slot(head).status);
     if (status != blk_status::ok && parent.status.ok()) {
         parent.status.device_code = status;
         parent.status.error = status == blk_status::unsupp ? EOPNOTSUPP : EIO;
     }
-    if (!queue.queue_->broken() && status != blk_status::ok && status != blk_status::ioerr &&
+    if (!queue.queue_->broken() && !queue.failed_ && status != blk_status::ok &&
+        status != blk_status::ioerr &&
         status != blk_status::unsupp) {  // garbage, or no status written at all
         ++queue.bad_status_;
     }
@@ -288,7 +289,23 @@ void BlkQueue::fail_broken() noexcept {
     queue_->fail_all(&BlkQueue::on_used, this);
 }
 
+// The device stopped for good (Session::check_health, on this queue's thread or another's):
+// reset it, so that it no longer reads or writes the requests' memory, then fail them (EIO,
+// ENODEV for a device that is gone). The queue refuses new requests from then on.
+unsigned BlkQueue::fail_with_device() noexcept {
+    failed_ = true;
+    const unsigned failed = outstanding_;
+    if (failed != 0) {
+        owner_.reset_device();
+        queue_->fail_all(&BlkQueue::on_used, this);
+    }
+    return failed;
+}
+
 unsigned BlkQueue::poll(unsigned max) noexcept {
+    if (owner_.failure() != 0) {
+        return fail_with_device();
+    }
     queue_->publish();  // nothing enqueued stays unannounced while its submitter waits
     const unsigned done = queue_->poll(&BlkQueue::on_used, this, max);
     if (queue_->broken()) {
@@ -318,9 +335,20 @@ unsigned BlkQueue::wait(std::chrono::microseconds timeout) {
     if (const unsigned done = poll(0); done != 0 || outstanding_ == 0) {
         return done;
     }
-    return irq::wait_for_completions(
+    const unsigned done = irq::wait_for_completions(
         mode_, interrupt_, timeout, [this] { return poll(0); },
         [this] { return queue_->enable_interrupts(); }, [this] { queue_->disable_interrupts(); });
+    // Nothing came: a device that stopped for good would otherwise hold its requests forever.
+    if (done == 0) {
+        if (const auto now = CycleClock::now();
+            now - last_health_check_ > Session::kHealthInterval) {
+            last_health_check_ = now;
+            if (owner_.check_health() != 0) {
+                return fail_with_device();
+            }
+        }
+    }
+    return done;
 }
 
 // ---- BlkDevice

@@ -118,6 +118,7 @@ void NetQueue::open(unsigned depth, irq::WaitMode mode, dma::BufferPool* pool) {
         pool = own_pool_.get();
     }
     pool_ = pool;
+    CycleClock::calibrate();  // once per process: wait() spaces its health checks with it
     refill();
 }
 
@@ -167,7 +168,7 @@ void NetQueue::on_tx(void* owner, void*, std::uint16_t head, std::uint32_t) noex
 }
 
 unsigned NetQueue::rx_burst(net::Packet* packets, unsigned n) noexcept {
-    if (rx_->broken() || n == 0) {
+    if (rx_->broken() || n == 0 || owner_.failure() != 0) {
         return 0;
     }
     burst_ = packets;
@@ -178,7 +179,7 @@ unsigned NetQueue::rx_burst(net::Packet* packets, unsigned n) noexcept {
 }
 
 unsigned NetQueue::tx_burst(net::Packet* packets, unsigned n) noexcept {
-    if (tx_->broken()) {
+    if (tx_->broken() || owner_.failure() != 0) {
         return 0;
     }
     if (tx_->free_descriptors() < n) {
@@ -240,7 +241,7 @@ unsigned NetQueue::wait(unsigned events, std::chrono::microseconds timeout) {
     if (failure() != 0) {
         return ready();
     }
-    return irq::wait_for_completions(
+    const unsigned found = irq::wait_for_completions(
         mode_, interrupt_, timeout, ready,
         [&] {
             bool already = false;
@@ -256,6 +257,16 @@ unsigned NetQueue::wait(unsigned events, std::chrono::microseconds timeout) {
             rx_->disable_interrupts();
             tx_->disable_interrupts();
         });
+    // Nothing came: a device that stopped for good (NEEDS_RESET, gone) would otherwise show
+    // only as silence until the caller's own timeout.
+    if (found == net::kReadyNone) {
+        if (const auto now = CycleClock::now();
+            now - last_health_check_ > Session::kHealthInterval) {
+            last_health_check_ = now;
+            owner_.check_health();
+        }
+    }
+    return found;
 }
 
 net::QueueStats NetQueue::stats() const noexcept {
@@ -265,7 +276,7 @@ net::QueueStats NetQueue::stats() const noexcept {
 }
 
 int NetQueue::failure() const noexcept {
-    return rx_->broken() || tx_->broken() ? EIO : 0;
+    return rx_->broken() || tx_->broken() ? EIO : owner_.failure();
 }
 
 std::uint64_t NetQueue::garbage() const noexcept {

@@ -4,8 +4,11 @@
 #include <fmt/core.h>
 
 #include <algorithm>
+#include <cerrno>
 
 #include "ring3/core/error.hpp"
+#include "ring3/core/log.hpp"
+#include "ring3/virtio/spec.hpp"
 
 namespace ring3::virtio {
 
@@ -108,10 +111,55 @@ void Session::refuse(const std::string& why) {
 }
 
 void Session::reset_device() noexcept {
+    const std::lock_guard lock(reset_mutex_);
     if (transport_ && !reset_) {
         reset_ = true;
         transport_->reset();  // §4.1.4.3.2: the device stops using the rings
     }
+}
+
+int Session::check_health() noexcept {
+    if (const int known = failure(); known != 0) {
+        return known;
+    }
+    int error = 0;
+    std::string why;
+    try {
+        if (auto gone = device_->lost()) {
+            error = ENODEV;
+            why = "the device is gone (" + *gone + ")";
+        } else if (const std::uint8_t value = transport_->status(); value == 0xff) {
+            error = ENODEV;
+            why = "device_status reads 0xff: the device is not responding (removed?)";
+        } else if ((value & status::device_needs_reset) != 0) {
+            error = EIO;
+            why = fmt::format(
+                "the device set DEVICE_NEEDS_RESET (device_status {:#04x}, VIRTIO 1.2 §2.1.2): "
+                "it cannot go on until it is reset",
+                value);
+        } else if ((value & status::driver_ok) == 0) {
+            error = EIO;
+            why = fmt::format(
+                "device_status reads {:#04x} without DRIVER_OK: the device was reset "
+                "under the driver",
+                value);
+        }
+    } catch (const std::exception& e) {
+        error = EIO;
+        why = fmt::format("reading device_status: {}", e.what());
+    }
+    if (error == 0) {
+        return 0;
+    }
+    int expected = 0;
+    if (!failure_.compare_exchange_strong(expected, error, std::memory_order_acq_rel)) {
+        return expected;  // another queue's thread found it first and said so
+    }
+    try {
+        log_error("{}: {}; its queues stop", name(), why);
+    } catch (...) {  // the errno still says it
+    }
+    return error;
 }
 
 void Session::release() noexcept {
