@@ -153,9 +153,10 @@ def check_rx_report(c, name, r):
              f"{name}: {rx}")
 
 
-def case_tx(run, c, net_host):
+def start_peer(run, received):
+    """A datagram peer at run.path("peer") collecting up to FRAMES frames into `received` (for
+    at most 110 s) on a thread of its own; returns the thread."""
     peer = bound_socket(run.path("peer"))
-    received = []
 
     def receive():
         peer.settimeout(0.5)
@@ -168,6 +169,12 @@ def case_tx(run, c, net_host):
 
     receiver = threading.Thread(target=receive, daemon=True)
     receiver.start()
+    return receiver
+
+
+def case_tx(run, c, net_host):
+    received = []
+    receiver = start_peer(run, received)
     emu = run.emu("emu", "--peer", run.path("peer"), "--capture", run.path("tx.pcap"))
     started = time.monotonic()
     tx = run.perf("perf-tx", emu, "--tx", "--size", f"{SIZES[0]}-{SIZES[1]}")
@@ -268,20 +275,8 @@ def check_streams(c, report, pcap_path, test_frames, what):
 
 
 def case_mq(run, c, test_frames):
-    peer = bound_socket(run.path("peer"))
     received = []
-
-    def receive():
-        peer.settimeout(0.5)
-        deadline = time.monotonic() + 110
-        while len(received) < FRAMES and time.monotonic() < deadline:
-            try:
-                received.append(peer.recv(65536))
-            except socket.timeout:
-                pass
-
-    receiver = threading.Thread(target=receive, daemon=True)
-    receiver.start()
+    receiver = start_peer(run, received)
     emu = run.emu("emu", "--queues", "2", "--peer", run.path("peer"),
                   "--capture", run.path("tx.pcap"))
     tx = run.perf("perf-tx", emu, "--tx", "--queues", "2", "--size", f"{SIZES[0]}-{SIZES[1]}")
