@@ -8,7 +8,7 @@
 namespace ring3 {
 
 namespace detail {
-bool membarrier_registered = false;
+std::atomic<bool> membarrier_registered{false};
 }
 
 namespace {
@@ -31,16 +31,18 @@ bool register_once() noexcept {
 bool enable_asymmetric_fences() noexcept {
     static const bool registered = [] {
         const bool ok = register_once();
-        // Published by the static's initialisation: the threads that read it are started, or
-        // handed their queue, after this returns.
-        detail::membarrier_registered = ok;
+        // Hot sides read the atomic; heavy_fence() reads `registered`, whose initialisation
+        // every caller sees complete.
+        detail::membarrier_registered.store(ok, std::memory_order_relaxed);
         return ok;
     }();
     return registered;
 }
 
 void heavy_fence() noexcept {
-    if (detail::membarrier_registered && membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0) {
+    // Once registered the command does not fail (its errors are for unregistered callers and
+    // kernels without it); the fence below is for processes that never registered.
+    if (enable_asymmetric_fences() && membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0) {
         return;
     }
     std::atomic_thread_fence(std::memory_order_seq_cst);

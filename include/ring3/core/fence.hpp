@@ -18,21 +18,25 @@
 namespace ring3 {
 
 namespace detail {
-extern bool membarrier_registered;  // written once by enable_asymmetric_fences()
-}
+// Set once, false -> true, by enable_asymmetric_fences(). A hot side that still reads false
+// uses a full fence, which is right whatever the other side does.
+extern std::atomic<bool> membarrier_registered;
+}  // namespace detail
 
 // Registers the process for expedited private membarriers (once; later calls return the first
 // answer). Call before the threads that use light_fence() start their hot paths.
 bool enable_asymmetric_fences() noexcept;
 
 inline void light_fence() noexcept {
-    if (detail::membarrier_registered) {
+    if (detail::membarrier_registered.load(std::memory_order_relaxed)) {
         std::atomic_signal_fence(std::memory_order_seq_cst);
     } else {
         std::atomic_thread_fence(std::memory_order_seq_cst);
     }
 }
 
+// The rare side. It asks enable_asymmetric_fences() (initialised once, then a plain read), so
+// it never falls back to a full fence while a hot side relies on the membarrier.
 void heavy_fence() noexcept;
 
 }  // namespace ring3
