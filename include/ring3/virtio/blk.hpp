@@ -121,7 +121,9 @@ class BlkDevice final : public block::BlockDevice {
     PciTransport& transport() noexcept { return session_->transport(); }
     // The device's health (Session::check_health), and the reset that must come before
     // requests still with a failed device are given back (it stops the device's DMA).
-    int check_health() noexcept { return session_->check_health(); }
+    int check_health(CycleClock::time_point& last_check) noexcept {
+        return session_->check_health(last_check);
+    }
     int failure() const noexcept { return session_->failure(); }
     void reset_device() noexcept { session_->reset_device(); }
     const BlkConfig& config() const noexcept { return config_; }

@@ -120,7 +120,9 @@ class NetDevice final : public net::NetPort {
 
     PciTransport& transport() noexcept { return session_->transport(); }
     // The device's health (Session::check_health): looked at by queues whose wait found nothing.
-    int check_health() noexcept { return session_->check_health(); }
+    int check_health(CycleClock::time_point& last_check) noexcept {
+        return session_->check_health(last_check);
+    }
     int failure() const noexcept { return session_->failure(); }
     const NetConfig& config() const noexcept { return config_; }
     const NetOptions& options() const noexcept { return options_; }

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "ring3/core/cycle_clock.hpp"
 #include "ring3/core/timeline.hpp"
 #include "ring3/device/device.hpp"
 #include "ring3/device/resources.hpp"
@@ -99,6 +100,15 @@ class Session {
     // never per I/O.
     int check_health() noexcept;
     static constexpr std::chrono::milliseconds kHealthInterval{100};
+    // check_health() unless the caller's `last_check` is less than kHealthInterval old (then
+    // only what is known); for a queue's wait that found nothing, `last_check` its own.
+    int check_health(CycleClock::time_point& last_check) noexcept {
+        if (const auto now = CycleClock::now(); now - last_check > kHealthInterval) {
+            last_check = now;
+            return check_health();
+        }
+        return failure();
+    }
     // What check_health() found: 0 while healthy (any thread; no device access).
     int failure() const noexcept { return failure_.load(std::memory_order_acquire); }
 

@@ -290,8 +290,8 @@ void BlkQueue::fail_broken() noexcept {
 }
 
 // The device stopped for good (Session::check_health, on this queue's thread or another's):
-// reset it, so that it no longer reads or writes the requests' memory, then fail them (EIO,
-// ENODEV for a device that is gone). The queue refuses new requests from then on.
+// reset it, so that it no longer reads or writes the requests' memory, then fail them with
+// EIO (the log says why). The queue refuses new requests from then on.
 unsigned BlkQueue::fail_with_device() noexcept {
     failed_ = true;
     const unsigned failed = outstanding_;
@@ -339,14 +339,8 @@ unsigned BlkQueue::wait(std::chrono::microseconds timeout) {
         mode_, interrupt_, timeout, [this] { return poll(0); },
         [this] { return queue_->enable_interrupts(); }, [this] { queue_->disable_interrupts(); });
     // Nothing came: a device that stopped for good would otherwise hold its requests forever.
-    if (done == 0) {
-        if (const auto now = CycleClock::now();
-            now - last_health_check_ > Session::kHealthInterval) {
-            last_health_check_ = now;
-            if (owner_.check_health() != 0) {
-                return fail_with_device();
-            }
-        }
+    if (done == 0 && owner_.check_health(last_health_check_) != 0) {
+        return fail_with_device();
     }
     return done;
 }

@@ -260,11 +260,7 @@ unsigned NetQueue::wait(unsigned events, std::chrono::microseconds timeout) {
     // Nothing came: a device that stopped for good (NEEDS_RESET, gone) would otherwise show
     // only as silence until the caller's own timeout.
     if (found == net::kReadyNone) {
-        if (const auto now = CycleClock::now();
-            now - last_health_check_ > Session::kHealthInterval) {
-            last_health_check_ = now;
-            owner_.check_health();
-        }
+        owner_.check_health(last_health_check_);
     }
     return found;
 }
