@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <thread>
 #include <vector>
 
 #include "commands.hpp"
@@ -102,6 +103,7 @@ void run_e1000e(Device& device, unsigned count, bool json) {
         regs.write(
             mmio::Value<reg::Ivar>().set<reg::Ivar::RxQ0Vector>(0).set<reg::Ivar::RxQ0Valid>(1));
     }
+    regs.write32(reg::Eitr::offset_of(0), 0);  // no throttling: latency is what is measured
     regs.write_raw<reg::Ims>(kRxQ0);
     vector.drain();
 
@@ -123,6 +125,7 @@ void run_e1000e(Device& device, unsigned count, bool json) {
         }
     }
     regs.write_raw<reg::Imc>(0xffffffff);
+    std::this_thread::sleep_for(reg::interrupt_settle_time(0));
     device.disable_irqs(kind);
     device.set_bus_master(false);
 

@@ -262,6 +262,7 @@ class Port final : public net::NetPort {
     void start();
     void setup_interrupts();
     void setup_rings();
+    std::uint32_t throttle_interval() const;  // ITR/EITR units from the options
     void stop() noexcept;
     [[noreturn]] void refuse(const std::string& why, int code);
 

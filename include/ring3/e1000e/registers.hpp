@@ -4,6 +4,8 @@
 // ring3 uses are declared. Every register is 32 bits wide and accessed as such (§10.1.1.1).
 #pragma once
 
+#include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 
@@ -89,6 +91,18 @@ struct Itr : mmio::Register<0x000c4, std::uint32_t> {
 struct Eitr : mmio::RegisterArray<0x000e8, 4, std::uint32_t> {};
 inline constexpr unsigned kEitrCount = 5;
 inline constexpr std::uint32_t kItrUnitNs = 256;
+
+// How long to wait, after masking every cause (IMC), before an interrupt mode is switched off:
+// a throttling timer started by the last interrupt may still run. The datasheet needs no wait,
+// but QEMU's model (7.2) starts one for max(interval, 500) units after every MSI-X message and
+// aborts the whole machine if it expires once MSI-X is off (its timer asserts that MSI-X is
+// still on). The 10 ms beyond the interval cover a QEMU main loop that runs its timers late.
+constexpr std::chrono::nanoseconds interrupt_settle_time(std::uint32_t interval_units) {
+    constexpr std::uint32_t kQemuFloorUnits = 500;
+    return std::chrono::nanoseconds(std::int64_t{std::max(interval_units, kQemuFloorUnits)} *
+                                    kItrUnitNs) +
+           std::chrono::milliseconds(10);
+}
 
 // §10.2.4.9: Interrupt Vector Allocation Register: per cause a 4-bit entry, bit 3 valid, bits
 // 2:0 the MSI-X vector.

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <thread>
 
 #include "ring3/core/error.hpp"
 #include "ring3/core/log.hpp"
@@ -317,6 +318,11 @@ void Port::setup_interrupts() {
     }
 }
 
+std::uint32_t Port::throttle_interval() const {
+    return static_cast<std::uint32_t>(
+        std::min<std::int64_t>(options_.interrupt_interval.count() / reg::kItrUnitNs, 0xffff));
+}
+
 void Port::setup_rings() {
     mmio::RegisterIo& r = *regs_;
     const std::uint32_t size = options_.ring_size;
@@ -376,8 +382,7 @@ void Port::setup_rings() {
                 .set<reg::Tctl::Cold>(0x3f));
 
     // §7.4.4: throttling in 256 ns units, per vector (EITR) with MSI-X, else ITR.
-    const auto interval = static_cast<std::uint32_t>(
-        std::min<std::int64_t>(options_.interrupt_interval.count() / reg::kItrUnitNs, 0xffff));
+    const std::uint32_t interval = throttle_interval();
     r.write(mmio::Value<reg::Itr>().set<reg::Itr::Interval>(interval));
     for (unsigned v = 0; v < reg::kEitrCount; ++v) {
         r.write32(reg::Eitr::offset_of(v), interval);
@@ -410,6 +415,10 @@ void Port::stop() noexcept {
         try {
             // §4.6.2: a reset stops both DMA engines before the rings' memory goes.
             regs_->write_raw<reg::Imc>(0xffffffff);
+            if (interrupt_kind_ != InterruptKind::none) {
+                // An interrupt's throttling timer may still run; see interrupt_settle_time.
+                std::this_thread::sleep_for(reg::interrupt_settle_time(throttle_interval()));
+            }
             regs_->write_raw<reg::Rctl>(0);
             regs_->write_raw<reg::Tctl>(0);
             auto ctrl = regs_->read<reg::Ctrl>();
