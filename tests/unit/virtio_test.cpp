@@ -337,28 +337,74 @@ TEST(Virtqueue, ABatchIsPublishedWithOneIndexUpdateAndOneNotification) {
     EXPECT_EQ(counters.bad_ids + counters.stale_ids + counters.bad_lengths, 0u);
 }
 
-TEST(Virtqueue, DeviceGarbageInTheUsedRingIsCountedNotTrusted) {
+// §2.7.8: a used length beyond the chain's writable bytes is clamped and counted; the chain
+// still completes.
+TEST(Virtqueue, AUsedLengthBeyondTheChainIsClamped) {
     Ring r(false);
-    int a = 0, b = 0;
+    int a = 0;
     const Segment chain[] = {{0x1000, 16, false}, {0x2000, 512, true}, {0x3000, 1, true}};
     ASSERT_EQ(r.queue->add(chain, &a), 0);
-    ASSERT_EQ(r.queue->add(chain, &b), 3);
     r.queue->publish();
-    r.put_used(0, 4000, 0);   // id outside the queue
-    r.put_used(1, 1, 0);      // not a head in flight (inside chain 0)
-    r.put_used(2, 3, 99999);  // head 3, length beyond its 513 writable bytes
-    r.set_used_idx(2 + 1);
+    r.put_used(0, 0, 99999);
+    r.set_used_idx(1);
     EXPECT_EQ(r.poll(), 1u);
     ASSERT_EQ(r.done.size(), 1u);
-    EXPECT_EQ(r.done[0].first, &b);
-    EXPECT_EQ(r.done[0].second, 513u);  // clamped
-    EXPECT_EQ(r.queue->counters().bad_ids, 1u);
-    EXPECT_EQ(r.queue->counters().stale_ids, 1u);
+    EXPECT_EQ(r.done[0].first, &a);
+    EXPECT_EQ(r.done[0].second, 513u);
     EXPECT_EQ(r.queue->counters().bad_lengths, 1u);
-    EXPECT_EQ(r.queue->in_flight(), 1u);  // chain 0 still belongs to the device
     EXPECT_FALSE(r.queue->broken());
-    // A used idx far beyond what is in flight: the queue stops trusting the device.
-    r.set_used_idx(3 + 200);
+}
+
+// A used id that is not the head of a chain in flight (outside the queue, inside a chain, or a
+// chain already completed) means the device lost track of the ring: the queue is broken at
+// that entry (entries before it complete, none after), and fail_all gives back the rest.
+TEST(Virtqueue, AUsedIdThatIsNotAChainInFlightBreaksTheQueue) {
+    struct Case {
+        const char* what;
+        std::uint32_t id;
+        std::uint64_t VirtqueueCounters::*counter;
+    };
+    for (const Case& c : {Case{"outside the queue", 4000, &VirtqueueCounters::bad_ids},
+                          Case{"inside a chain", 1, &VirtqueueCounters::stale_ids},
+                          Case{"already completed", 3, &VirtqueueCounters::stale_ids}}) {
+        SCOPED_TRACE(c.what);
+        Ring r(false);
+        int a = 0, b = 0;
+        const Segment chain[] = {{0x1000, 16, false}, {0x2000, 512, true}, {0x3000, 1, true}};
+        ASSERT_EQ(r.queue->add(chain, &a), 0);
+        ASSERT_EQ(r.queue->add(chain, &b), 3);
+        r.queue->publish();
+        r.put_used(0, 3, 1);     // b completes
+        r.put_used(1, c.id, 0);  // garbage
+        r.put_used(2, 0, 1);     // a: never reaped, the queue is broken by then
+        r.set_used_idx(3);
+        EXPECT_EQ(r.poll(), 1u);
+        ASSERT_EQ(r.done.size(), 1u);
+        EXPECT_EQ(r.done[0].first, &b);
+        EXPECT_TRUE(r.queue->broken());
+        EXPECT_EQ(r.queue->counters().*c.counter, 1u);
+        EXPECT_EQ(r.queue->in_flight(), 1u);
+        EXPECT_FALSE(r.queue->has_used());
+        EXPECT_EQ(r.poll(), 0u);  // nothing more from a broken queue
+        std::vector<void*> failed;
+        r.queue->fail_all(
+            [](void* owner, void* context, std::uint16_t, std::uint32_t) noexcept {
+                static_cast<std::vector<void*>*>(owner)->push_back(context);
+            },
+            &failed);
+        EXPECT_EQ(failed, (std::vector<void*>{&a}));
+        EXPECT_EQ(r.queue->free_descriptors(), 8u);
+    }
+}
+
+// §2.7.8: the used ring holds at most `size` entries the driver has not consumed.
+TEST(Virtqueue, AUsedIndexBeyondTheRingBreaksTheQueue) {
+    Ring r(false);
+    int a = 0;
+    const Segment chain[] = {{0x1000, 16, false}, {0x3000, 1, true}};
+    ASSERT_EQ(r.queue->add(chain, &a), 0);
+    r.queue->publish();
+    r.set_used_idx(200);
     EXPECT_EQ(r.poll(), 0u);
     EXPECT_TRUE(r.queue->broken());
     EXPECT_EQ(r.queue->counters().index_jumps, 1u);
@@ -546,26 +592,45 @@ TEST(VirtioBlk, GarbageFromTheDeviceFailsTheRequestNotTheProcess) {
     EXPECT_TRUE(a.status.ok());
     auto& vq = static_cast<BlkQueue&>(q).virtqueue();
     EXPECT_EQ(vq.counters().bad_lengths, 1u);
-    // A used id out of range: ignored; the request stays in flight.
-    rig.model.next_used_id = 9999;
-    Completion b;
-    ASSERT_EQ(q.submit({block::Op::read, 0, 1, buffer.data(), &Completion::done, &b}), 0);
-    EXPECT_EQ(q.wait(1ms), 0u);
-    EXPECT_EQ(b.calls, 0);
+    // A used id out of range: the device lost track of its ring. It is reset (it may still
+    // write into the requests' memory), then the requests in flight fail with EIO at once:
+    // virtio-blk has no timeout that would end them otherwise.
+    rig.model.next_used_id = 9999;  // b's used entry; c's comes after it
+    Completion b, c;
+    ASSERT_EQ(q.enqueue({block::Op::read, 0, 1, buffer.data(), &Completion::done, &b}), 0);
+    ASSERT_EQ(q.enqueue({block::Op::read, 1, 1, buffer.data(), &Completion::done, &c}), 0);
+    const std::size_t status_writes = rig.model.status_writes.size();
+    EXPECT_EQ(q.wait(1ms), 2u);
     EXPECT_EQ(vq.counters().bad_ids, 1u);
-    EXPECT_EQ(q.outstanding(), 1u);
-    // Then the used idx jumps by more than the ring: the queue is broken, its request fails.
-    rig.model.used_idx_jump = 1000;
-    Completion c;
-    ASSERT_EQ(q.submit({block::Op::read, 0, 1, buffer.data(), &Completion::done, &c}), 0);
-    q.wait(1ms);
-    EXPECT_EQ(vq.counters().index_jumps, 1u);
-    EXPECT_EQ(q.stats().garbage, 3u);  // a length, an id, an index
+    EXPECT_EQ(q.stats().garbage, 2u);  // a length, an id
     EXPECT_EQ(b.calls, 1);
     EXPECT_EQ(c.calls, 1);
     EXPECT_EQ(b.status.error, EIO);
+    EXPECT_EQ(c.status.error, EIO);
     EXPECT_EQ(q.outstanding(), 0u);
-    EXPECT_EQ(q.enqueue({block::Op::read, 0, 1, buffer.data(), &Completion::done, &c}), -ENODEV);
+    EXPECT_EQ(rig.blk->failure(), EIO);
+    ASSERT_GT(rig.model.status_writes.size(), status_writes);
+    EXPECT_EQ(rig.model.status_writes.back(), 0u);  // the reset
+    Completion d;
+    EXPECT_EQ(q.enqueue({block::Op::read, 0, 1, buffer.data(), &Completion::done, &d}), -ENODEV);
+}
+
+TEST(VirtioBlk, AUsedIndexBeyondTheRingFailsTheRequests) {
+    BlkRig rig;
+    auto& q = rig.blk->open_queue(0);
+    auto buffer = rig.blk->dma_pool().allocate(512, 512);
+    rig.model.used_idx_jump = 1000;
+    Completion a;
+    ASSERT_EQ(q.submit({block::Op::read, 0, 1, buffer.data(), &Completion::done, &a}), 0);
+    q.wait(1ms);
+    auto& vq = static_cast<BlkQueue&>(q).virtqueue();
+    EXPECT_EQ(vq.counters().index_jumps, 1u);
+    EXPECT_EQ(a.calls, 1);
+    EXPECT_EQ(a.status.error, EIO);
+    EXPECT_EQ(q.outstanding(), 0u);
+    EXPECT_EQ(rig.blk->failure(), EIO);
+    Completion b;
+    EXPECT_EQ(q.enqueue({block::Op::read, 0, 1, buffer.data(), &Completion::done, &b}), -ENODEV);
 }
 
 // §2.1.2: a device that sets DEVICE_NEEDS_RESET completes nothing more. A wait that finds

@@ -87,7 +87,6 @@ class BlkQueue final : public block::Queue {
     }
     static void on_used(void* owner, void* context, std::uint16_t head,
                         std::uint32_t written) noexcept;
-    void fail_broken() noexcept;
     unsigned fail_with_device() noexcept;
 
     BlkDevice& owner_;
@@ -125,6 +124,7 @@ class BlkDevice final : public block::BlockDevice {
         return session_->check_health(last_check);
     }
     int failure() const noexcept { return session_->failure(); }
+    int fail(int error, std::string_view why) noexcept { return session_->fail(error, why); }
     void reset_device() noexcept { session_->reset_device(); }
     const BlkConfig& config() const noexcept { return config_; }
     std::uint32_t max_transfer() const noexcept { return max_transfer_; }

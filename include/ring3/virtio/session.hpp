@@ -18,6 +18,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "ring3/core/cycle_clock.hpp"
@@ -109,7 +110,10 @@ class Session {
         }
         return failure();
     }
-    // What check_health() found: 0 while healthy (any thread; no device access).
+    // Records that the device cannot go on (a queue found its garbage): the first error wins,
+    // `why` is logged once; returns the error in force. Any thread.
+    int fail(int error, std::string_view why) noexcept;
+    // What check_health() or fail() found: 0 while healthy (any thread; no device access).
     int failure() const noexcept { return failure_.load(std::memory_order_acquire); }
 
   private:

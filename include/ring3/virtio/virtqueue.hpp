@@ -79,8 +79,10 @@ class SplitQueue {
     // says it wrote (clamped to what the chain allows).
     using Completion = void (*)(void* owner, void* context, std::uint16_t head,
                                 std::uint32_t written);
-    // Reaps up to `max` used chains (0: all). A used idx that moved by more than the ring size
-    // makes the queue broken(): nothing more is reaped (the device needs a reset).
+    // Reaps up to `max` used chains (0: all). A used idx that moved by more than the ring size,
+    // or a used id that is not the head of a chain in flight, makes the queue broken(): nothing
+    // more is reaped (the device needs a reset). A used length beyond the chain's writable
+    // bytes is clamped and counted.
     unsigned poll(Completion completion, void* owner, unsigned max = 0) noexcept;
     bool has_used() const noexcept;
 

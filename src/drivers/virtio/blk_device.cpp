@@ -283,12 +283,6 @@ void BlkQueue::on_used(void* owner, void* context, std::uint16_t head,
     callback(user, result);
 }
 
-void BlkQueue::fail_broken() noexcept {
-    // The device's used ring can no longer be trusted: everything in flight fails (EIO); the
-    // queue stays broken (enqueue: -ENODEV) until the device is reset.
-    queue_->fail_all(&BlkQueue::on_used, this);
-}
-
 // The device stopped for good (Session::check_health, on this queue's thread or another's):
 // reset it, so that it no longer reads or writes the requests' memory, then fail them with
 // EIO (the log says why). The queue refuses new requests from then on.
@@ -309,12 +303,10 @@ unsigned BlkQueue::poll(unsigned max) noexcept {
     queue_->publish();  // nothing enqueued stays unannounced while its submitter waits
     const unsigned done = queue_->poll(&BlkQueue::on_used, this, max);
     if (queue_->broken()) {
-        failed_ = true;
-    }
-    if (queue_->broken() && outstanding_ != 0) {
-        const unsigned failed = outstanding_;
-        fail_broken();
-        return done + failed;
+        // The device wrote garbage into the used ring (the virtqueue logged what): it may
+        // still write into the requests' memory, so it is reset before they fail.
+        owner_.fail(EIO, "a request queue's used ring held garbage; the device is reset");
+        return done + fail_with_device();
     }
     return done;
 }

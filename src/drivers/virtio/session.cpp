@@ -151,6 +151,10 @@ int Session::check_health() noexcept {
     if (error == 0) {
         return 0;
     }
+    return fail(error, why);
+}
+
+int Session::fail(int error, std::string_view why) noexcept {
     int expected = 0;
     if (!failure_.compare_exchange_strong(expected, error, std::memory_order_acq_rel)) {
         return expected;  // another queue's thread found it first and said so

@@ -192,8 +192,15 @@ void SplitQueue::report(const char* what, std::uint64_t count, std::uint64_t val
         return;
     }
     try {
-        log_warn("virtqueue {}: used ring entry with {} ({}); ignored ({} so far)", index_, what,
-                 value, count);
+        if (broken_) {
+            log_error(
+                "virtqueue {}: used ring entry with {} ({}): the device's used ring cannot be "
+                "trusted any more; the queue stops",
+                index_, what, value);
+        } else {
+            log_warn("virtqueue {}: used ring entry with {} ({}); clamped ({} so far)", index_,
+                     what, value, count);
+        }
     } catch (...) {
         // Logging must not take the queue down; the counter still says it.
     }
@@ -225,8 +232,8 @@ unsigned SplitQueue::poll(Completion completion, void* owner, unsigned max) noex
     if (ready > size_) {
         // §2.7.8: the used ring holds at most `size` entries we have not consumed; an index
         // beyond that is garbage, and so may be the entries. Stop trusting the queue.
-        report("used idx moving past the ring size", ++counters_.index_jumps, ready);
         broken_ = true;
+        report("used idx moving past the ring size", ++counters_.index_jumps, ready);
         return 0;
     }
     // §2.7.14 (and §2.7.13's barrier rules): read the entries only after seeing idx.
@@ -238,15 +245,20 @@ unsigned SplitQueue::poll(Completion completion, void* owner, unsigned max) noex
         const std::uint32_t id = element.id;
         std::uint32_t written = element.len;
         ++last_used_;
+        // §2.7.8: the id is the head of a chain the driver made available. Any other id means
+        // the device lost track of the ring: the chain it stood for can never complete, and
+        // what it does next cannot be trusted either (Linux, too, marks such a queue broken).
         if (id >= size_) {
+            broken_ = true;
             report("an id outside the queue", ++counters_.bad_ids, id);
-            continue;
+            break;
         }
         const auto head = static_cast<std::uint16_t>(id);
         Chain& chain = chains_[head];
         if (chain.count == 0) {
+            broken_ = true;
             report("an id not in flight", ++counters_.stale_ids, id);
-            continue;
+            break;
         }
         if (written > chain.writable) {
             report("a length beyond the chain's writable bytes", ++counters_.bad_lengths, written);
