@@ -10,14 +10,26 @@
 //
 //   ring3_emu_cost vfio-user:/path.sock [--qd 32] [--seconds 10]
 // prints the figures and, last, `nvme_cycles_per_io: X cycles`.
+//
+//   ring3_emu_cost --line-transfer
+// measures the floor under those figures: one cache line handed back and forth between the first
+// two CPUs of the process's affinity mask (pure spinning, no pause), and prints
+// `cache_line_transfer_cycles: X`, the cycles of one hand-over. Every line the driver shares with
+// the device process (doorbell, submission and completion entries, descriptors, frames) costs
+// about that much each time the other side touched it last.
 #include <fmt/core.h>
 #include <x86intrin.h>
 
+#include <sched.h>
+
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "ring3/block/block_device.hpp"
@@ -130,8 +142,70 @@ Run measure(block::BlockDevice& device, unsigned depth, std::chrono::seconds len
     return run;
 }
 
+void pin_to(int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    if (sched_setaffinity(0, sizeof(set), &set) != 0) {
+        throw Error::from_errno(fmt::format("sched_setaffinity to CPU {}", cpu), "line-transfer");
+    }
+}
+
+// Two threads on two CPUs take turns incrementing one counter in its own cache line: each turn
+// is one transfer of the line (the waiter's load misses until the other's store invalidated
+// its copy). Returns the median over `trials` of cycles per transfer.
+double line_transfer_cycles(unsigned rounds, unsigned trials) {
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0) {
+        throw Error::from_errno("sched_getaffinity", "line-transfer");
+    }
+    std::vector<int> cpus;
+    for (int cpu = 0; cpu < CPU_SETSIZE && cpus.size() < 2; ++cpu) {
+        if (CPU_ISSET(cpu, &allowed)) {
+            cpus.push_back(cpu);
+        }
+    }
+    if (cpus.size() < 2) {
+        throw Error::invalid("measure a cache line transfer", "line-transfer",
+                             "the process may run on one CPU only (two are needed)");
+    }
+    struct alignas(64) Line {
+        std::atomic<std::uint64_t> turn{0};
+    };
+    std::vector<double> per_transfer;
+    for (unsigned trial = 0; trial < trials; ++trial) {
+        Line line;
+        const std::uint64_t last = 2 * std::uint64_t{rounds};
+        std::thread other([&] {
+            pin_to(cpus[1]);
+            for (std::uint64_t mine = 1; mine < last; mine += 2) {
+                while (line.turn.load(std::memory_order_acquire) != mine) {
+                }
+                line.turn.store(mine + 1, std::memory_order_release);
+            }
+        });
+        pin_to(cpus[0]);
+        const std::uint64_t start = __rdtsc();
+        for (std::uint64_t mine = 0; mine < last; mine += 2) {
+            while (line.turn.load(std::memory_order_acquire) != mine) {
+            }
+            line.turn.store(mine + 1, std::memory_order_release);
+        }
+        while (line.turn.load(std::memory_order_acquire) != last) {
+        }
+        const std::uint64_t cycles = __rdtsc() - start;
+        other.join();
+        per_transfer.push_back(static_cast<double>(cycles) / static_cast<double>(last));
+    }
+    std::sort(per_transfer.begin(), per_transfer.end());
+    return per_transfer[per_transfer.size() / 2];
+}
+
 int usage() {
-    fmt::print(stderr, "usage: ring3_emu_cost vfio-user:/path.sock [--qd N] [--seconds S]\n");
+    fmt::print(stderr,
+               "usage: ring3_emu_cost vfio-user:/path.sock [--qd N] [--seconds S]\n"
+               "       ring3_emu_cost --line-transfer\n");
     return 2;
 }
 
@@ -142,6 +216,19 @@ int main(int argc, char** argv) {
         return usage();
     }
     std::string spec = argv[1];
+    if (spec == "--line-transfer") {
+        if (argc != 2) {
+            return usage();
+        }
+        try {
+            const double cycles = line_transfer_cycles(1000000, 5);
+            fmt::print("cache_line_transfer_cycles: {:.0f} cycles\n", cycles);
+            return 0;
+        } catch (const std::exception& e) {
+            fmt::print(stderr, "ring3_emu_cost: {}\n", e.what());
+            return 1;
+        }
+    }
     unsigned depth = 32;
     long seconds = 10;
     for (int i = 2; i + 1 < argc; i += 2) {
