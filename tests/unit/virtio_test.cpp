@@ -279,6 +279,16 @@ struct Ring {
             },
             this);
     }
+    // fail_all(): the contexts of the chains it gave back, in its order.
+    std::vector<void*> fail_all() {
+        std::vector<void*> failed;
+        queue->fail_all(
+            [](void* owner, void* context, std::uint16_t, std::uint32_t) noexcept {
+                static_cast<std::vector<void*>*>(owner)->push_back(context);
+            },
+            &failed);
+        return failed;
+    }
 };
 
 TEST(Virtqueue, NoUsedElementStraddlesAPage) {
@@ -386,13 +396,7 @@ TEST(Virtqueue, AUsedIdThatIsNotAChainInFlightBreaksTheQueue) {
         EXPECT_EQ(r.queue->in_flight(), 1u);
         EXPECT_FALSE(r.queue->has_used());
         EXPECT_EQ(r.poll(), 0u);  // nothing more from a broken queue
-        std::vector<void*> failed;
-        r.queue->fail_all(
-            [](void* owner, void* context, std::uint16_t, std::uint32_t) noexcept {
-                static_cast<std::vector<void*>*>(owner)->push_back(context);
-            },
-            &failed);
-        EXPECT_EQ(failed, (std::vector<void*>{&a}));
+        EXPECT_EQ(r.fail_all(), (std::vector<void*>{&a}));
         EXPECT_EQ(r.queue->free_descriptors(), 8u);
     }
 }
@@ -408,13 +412,7 @@ TEST(Virtqueue, AUsedIndexBeyondTheRingBreaksTheQueue) {
     EXPECT_EQ(r.poll(), 0u);
     EXPECT_TRUE(r.queue->broken());
     EXPECT_EQ(r.queue->counters().index_jumps, 1u);
-    std::vector<void*> failed;
-    r.queue->fail_all(
-        [](void* owner, void* context, std::uint16_t, std::uint32_t) noexcept {
-            static_cast<std::vector<void*>*>(owner)->push_back(context);
-        },
-        &failed);
-    EXPECT_EQ(failed, (std::vector<void*>{&a}));
+    EXPECT_EQ(r.fail_all(), (std::vector<void*>{&a}));
     EXPECT_EQ(r.queue->free_descriptors(), 8u);
 }
 
