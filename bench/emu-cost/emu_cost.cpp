@@ -147,7 +147,8 @@ void pin_to(int cpu) {
     CPU_ZERO(&set);
     CPU_SET(cpu, &set);
     if (sched_setaffinity(0, sizeof(set), &set) != 0) {
-        throw Error::from_errno(fmt::format("sched_setaffinity to CPU {}", cpu), "line-transfer");
+        throw Error::from_errno(fmt::format("sched_setaffinity to CPU {}", cpu),
+                                "for a cache line's hand-over");
     }
 }
 
@@ -158,7 +159,7 @@ double line_transfer_cycles(unsigned rounds, unsigned trials) {
     cpu_set_t allowed;
     CPU_ZERO(&allowed);
     if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0) {
-        throw Error::from_errno("sched_getaffinity", "line-transfer");
+        throw Error::from_errno("sched_getaffinity", "for a cache line's hand-over");
     }
     std::vector<int> cpus;
     for (int cpu = 0; cpu < CPU_SETSIZE && cpus.size() < 2; ++cpu) {
@@ -167,7 +168,7 @@ double line_transfer_cycles(unsigned rounds, unsigned trials) {
         }
     }
     if (cpus.size() < 2) {
-        throw Error::invalid("measure a cache line transfer", "line-transfer",
+        throw Error::invalid("measure", "a cache line's hand-over",
                              "the process may run on one CPU only (two are needed)");
     }
     struct alignas(64) Line {
