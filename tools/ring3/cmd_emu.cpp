@@ -25,36 +25,6 @@ void on_emu_stop_signal(int) {
     }
 }
 
-// "4096", "64K", "512M", "1G", "2T" (powers of 1024).
-std::uint64_t parse_bytes(const std::string& text, const char* option) {
-    std::size_t used = 0;
-    unsigned long long value = 0;
-    try {
-        value = std::stoull(text, &used, 10);
-    } catch (const std::exception&) {
-        used = 0;
-    }
-    unsigned shift = 0;
-    const std::string suffix = text.substr(used == 0 ? text.size() : used);
-    if (suffix == "K" || suffix == "k") {
-        shift = 10;
-    } else if (suffix == "M" || suffix == "m") {
-        shift = 20;
-    } else if (suffix == "G" || suffix == "g") {
-        shift = 30;
-    } else if (suffix == "T" || suffix == "t") {
-        shift = 40;
-    } else if (!suffix.empty()) {
-        used = 0;
-    }
-    if (used == 0 || text.empty() || text[0] == '-' || value == 0 ||
-        (value << shift >> shift) != value) {
-        throw Error::invalid("ring3 emu nvme", fmt::format("{} '{}'", option, text),
-                             "not a size: a positive number of bytes, with K, M, G or T");
-    }
-    return value << shift;
-}
-
 struct NvmeArgs {
     std::string socket;
     std::string size = "1G";
@@ -67,7 +37,7 @@ struct NvmeArgs {
 
 void run_nvme(const NvmeArgs& args) {
     emu::NvmeOptions options;
-    options.size = parse_bytes(args.size, "--size");
+    options.size = parse_emu_size(args.size, "ring3 emu nvme", "--size");
     options.backing = args.backing;
     options.namespaces = args.namespaces;
     options.queues = args.queues;
@@ -104,6 +74,36 @@ void run_nvme(const NvmeArgs& args) {
 
 }  // namespace
 
+// "4096", "64K", "512M", "1G", "2T" (powers of 1024).
+std::uint64_t parse_emu_size(const std::string& text, const char* command, const char* option) {
+    std::size_t used = 0;
+    unsigned long long value = 0;
+    try {
+        value = std::stoull(text, &used, 10);
+    } catch (const std::exception&) {
+        used = 0;
+    }
+    unsigned shift = 0;
+    const std::string suffix = text.substr(used == 0 ? text.size() : used);
+    if (suffix == "K" || suffix == "k") {
+        shift = 10;
+    } else if (suffix == "M" || suffix == "m") {
+        shift = 20;
+    } else if (suffix == "G" || suffix == "g") {
+        shift = 30;
+    } else if (suffix == "T" || suffix == "t") {
+        shift = 40;
+    } else if (!suffix.empty()) {
+        used = 0;
+    }
+    if (used == 0 || text.empty() || text[0] == '-' || value == 0 ||
+        (value << shift >> shift) != value) {
+        throw Error::invalid(command, fmt::format("{} '{}'", option, text),
+                             "not a size: a positive number of bytes, with K, M, G or T");
+    }
+    return value << shift;
+}
+
 void add_emu_command(CLI::App& app) {
     auto* emu = app.add_subcommand(
         "emu", "Serve an emulated PCI device over vfio-user (a client opens vfio-user:PATH)");
@@ -132,6 +132,7 @@ void add_emu_command(CLI::App& app) {
     nvme->add_flag("--once", args->once, "Exit when the first client disconnects");
     nvme->callback([args] { run_nvme(*args); });
     add_emu_virtio_net_command(*emu);
+    add_emu_virtio_blk_command(*emu);
 }
 
 }  // namespace ring3::tool

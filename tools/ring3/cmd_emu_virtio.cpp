@@ -1,6 +1,7 @@
-// `ring3 emu virtio-net`: an emulated virtio-net NIC served over vfio-user (src/emu/virtio_net.cpp)
-// for tests and demos without the device. Runs in the foreground until SIGTERM/SIGINT (or, with
-// --once, until its client leaves) and prints its counters on exit.
+// `ring3 emu virtio-net` and `ring3 emu virtio-blk`: emulated virtio devices served over vfio-user
+// (src/emu/virtio_net.cpp, virtio_blk.cpp) for tests and demos without the device. Each runs in
+// the foreground until SIGTERM/SIGINT (or, with --once, until its client leaves) and prints its
+// counters on exit.
 #include <fmt/core.h>
 #include <fmt/format.h>
 
@@ -14,6 +15,7 @@
 #include "commands.hpp"
 #include "ring3/core/error.hpp"
 #include "ring3/emu/server.hpp"
+#include "ring3/emu/virtio_blk.hpp"
 #include "ring3/emu/virtio_net.hpp"
 
 namespace ring3::tool {
@@ -26,6 +28,27 @@ extern "C" void on_virtio_stop_signal(int) {
     if (emu::Server* server = g_virtio_server.load()) {
         server->stop();
     }
+}
+
+// Runs `server` until a signal (or, with --once, its client) stops it; `banner` is printed once
+// the signals are caught, so a test that stops the device on seeing it stops it cleanly.
+void serve_until_stopped(emu::Server& server, const std::string& banner) {
+    struct sigaction action {};
+    action.sa_handler = on_virtio_stop_signal;
+    sigemptyset(&action.sa_mask);
+    g_virtio_server.store(&server);
+    sigaction(SIGTERM, &action, nullptr);
+    sigaction(SIGINT, &action, nullptr);
+    fmt::print(stderr, "{}\n", banner);
+    try {
+        server.run();
+    } catch (...) {
+        g_virtio_server.store(nullptr);
+        throw;
+    }
+    g_virtio_server.store(nullptr);
+    std::signal(SIGTERM, SIG_DFL);
+    std::signal(SIGINT, SIG_DFL);
 }
 
 struct VirtioNetArgs {
@@ -73,29 +96,15 @@ void run_virtio_net(const VirtioNetArgs& args) {
     server_options.once = args.once;
     emu::Server server(args.socket, function, server_options);
 
-    struct sigaction action {};
-    action.sa_handler = on_virtio_stop_signal;
-    sigemptyset(&action.sa_mask);
-    g_virtio_server.store(&server);
-    sigaction(SIGTERM, &action, nullptr);
-    sigaction(SIGINT, &action, nullptr);
     const std::string backend =
         args.loopback ? std::string("loopback")
         : args.peer.empty()
             ? std::string("no backend: transmitted frames are dropped")
             : fmt::format("peer {}, receiving on {}", args.peer, options.dgram_path);
-    fmt::print(stderr, "ring3 emu virtio-net: listening on {} ({} queue pair(s), {}{})\n",
-               args.socket, args.queues, backend,
-               args.capture.empty() ? "" : ", capture " + args.capture);
-    try {
-        server.run();
-    } catch (...) {
-        g_virtio_server.store(nullptr);
-        throw;
-    }
-    g_virtio_server.store(nullptr);
-    std::signal(SIGTERM, SIG_DFL);
-    std::signal(SIGINT, SIG_DFL);
+    serve_until_stopped(
+        server,
+        fmt::format("ring3 emu virtio-net: listening on {} ({} queue pair(s), {}{})", args.socket,
+                    args.queues, backend, args.capture.empty() ? "" : ", capture " + args.capture));
     const emu::VirtioNetCounters c = device.counters();
     fmt::print(stderr,
                "ring3 emu virtio-net: stopped after {} client(s): tx {} frames {} bytes {} "
@@ -109,7 +118,88 @@ void run_virtio_net(const VirtioNetArgs& args) {
     }
 }
 
+struct VirtioBlkArgs {
+    std::string socket;
+    std::string size = "64M";
+    std::string backing;
+    unsigned queues = 1;
+    unsigned queue_size = 256;
+    std::vector<std::string> faults;
+    bool once = false;
+};
+
+void run_virtio_blk(const VirtioBlkArgs& args) {
+    const char* command = "ring3 emu virtio-blk";
+    emu::VirtioBlkOptions options;
+    options.size = parse_emu_size(args.size, command, "--size");
+    if (options.size % 512 != 0) {
+        throw Error::invalid(command, fmt::format("--size {}", args.size),
+                             "the disk holds whole 512-byte sectors (VIRTIO 1.2 §5.2.4)");
+    }
+    options.backing = args.backing;
+    options.queues = args.queues;
+    if ((args.queue_size & (args.queue_size - 1)) != 0) {
+        throw Error::invalid(command, fmt::format("--queue-size {}", args.queue_size),
+                             "a virtqueue's size is a power of two (VIRTIO 1.2 §2.7)");
+    }
+    options.queue_size = static_cast<std::uint16_t>(args.queue_size);
+    for (const std::string& fault : args.faults) {
+        emu::parse_fault(fault, options.faults);
+    }
+    emu::PciFunction function("emu-virtio-blk");
+    emu::VirtioBlkDevice device(function, options);
+    emu::Server::Options server_options;
+    server_options.once = args.once;
+    emu::Server server(args.socket, function, server_options);
+    serve_until_stopped(
+        server,
+        fmt::format("ring3 emu virtio-blk: listening on {} ({} bytes = {} sectors in {}, "
+                    "{} request queue(s))",
+                    args.socket, options.size, device.capacity_sectors(),
+                    args.backing.empty() ? std::string("memory") : args.backing, args.queues));
+    const emu::VirtioBlkCounters c = device.counters();
+    fmt::print(stderr,
+               "ring3 emu virtio-blk: stopped after {} client(s): {} reads ({} bytes), {} writes "
+               "({} bytes), {} flushes, {} get-id; {} IOERR, {} UNSUPP, {} without status; {} "
+               "interrupts, {} resets, {} needs-reset\n",
+               server.clients_served(), c.reads, c.bytes_read, c.writes, c.bytes_written, c.flushes,
+               c.get_ids, c.ioerr, c.unsupported, c.no_status, c.interrupts, c.resets,
+               c.needs_reset);
+}
+
 }  // namespace
+
+void add_emu_virtio_blk_command(CLI::App& emu) {
+    auto args = std::make_shared<VirtioBlkArgs>();
+    auto* blk = emu.add_subcommand(
+        "virtio-blk",
+        "A virtio-blk disk (VIRTIO 1.2 §5.2, modern PCI transport, split virtqueues): registers "
+        "trapped, notifications in a shared page, queues polled by a thread; requests IN, OUT, "
+        "FLUSH and GET_ID, each checked (bad ones answered IOERR). The disk is memory or a "
+        "file; runs until SIGTERM/SIGINT, removes its socket and prints its counters");
+    blk->add_option("--socket", args->socket, "vfio-user socket path to listen at")->required();
+    blk->add_option("--size", args->size,
+                    "bytes of the disk, a multiple of 512 (K, M, G, T: powers of 1024)")
+        ->capture_default_str();
+    blk->add_option("--backing", args->backing,
+                    "a file holding the disk (created or extended to --size, mapped shared, so "
+                    "it holds what was written); default: memory");
+    blk->add_option("--queues", args->queues,
+                    "request queues offered (num_queues, with VIRTIO_BLK_F_MQ)")
+        ->check(CLI::Range(1u, 1023u))
+        ->capture_default_str();
+    blk->add_option("--queue-size", args->queue_size, "descriptors per virtqueue at most")
+        ->check(CLI::Range(4u, 32768u))
+        ->capture_default_str();
+    blk->add_option("--fault", args->faults,
+                    "Inject KIND:N (repeatable), counted over requests completed: delay:US (every "
+                    "used element US µs late), drop:N (the Nth request is never returned; ring3's "
+                    "driver has no request timeout, so only perf's 60 s stall check ends a run), "
+                    "corrupt:N (the Nth used element names no descriptor), cfs:N "
+                    "(DEVICE_NEEDS_RESET after N), vanish:N (drop the connection after N)");
+    blk->add_flag("--once", args->once, "Exit when the first client disconnects");
+    blk->callback([args] { run_virtio_blk(*args); });
+}
 
 void add_emu_virtio_net_command(CLI::App& emu) {
     auto args = std::make_shared<VirtioNetArgs>();

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <cstdint>
+#include <string>
 
 namespace ring3::tool {
 
@@ -18,5 +20,9 @@ void add_hold_command(CLI::App& app);
 void add_ps_command(CLI::App& app);              // ring3d's devices and owners
 void add_emu_command(CLI::App& app);             // emulated devices over vfio-user (cmd_emu.cpp)
 void add_emu_virtio_net_command(CLI::App& emu);  // emu virtio-net (cmd_emu_virtio.cpp)
+void add_emu_virtio_blk_command(CLI::App& emu);  // emu virtio-blk (cmd_emu_virtio.cpp)
+// "4096", "64K", "512M", "1G", "2T" (powers of 1024) for `command`'s `option`; throws
+// ring3::Error naming both (cmd_emu.cpp).
+std::uint64_t parse_emu_size(const std::string& text, const char* command, const char* option);
 
 }  // namespace ring3::tool
