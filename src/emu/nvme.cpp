@@ -14,6 +14,7 @@
 
 #include "ring3/core/error.hpp"
 #include "ring3/core/log.hpp"
+#include "ring3/emu/disk.hpp"
 #include "ring3/nvme/registers.hpp"
 
 namespace ring3::emu {
@@ -99,26 +100,7 @@ NvmeController::NvmeController(PciFunction& function, NvmeOptions options)
                              fmt::format("{} bytes do not give each of {} namespaces one block",
                                          o.size, o.namespaces));
     }
-    if (o.backing.empty()) {
-        // Untouched pages cost nothing: a 1 GiB disk that is never written stays small.
-        storage_ = Mapping::map(-1, o.size, PROT_READ | PROT_WRITE,
-                                MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, 0, "NVMe backing");
-    } else {
-        UniqueFd file = UniqueFd::open(o.backing, O_RDWR | O_CREAT, 0644);
-        struct stat st {};
-        if (fstat(file.get(), &st) != 0) {
-            throw Error::from_errno("stat backing file", o.backing);
-        }
-        if (!S_ISREG(st.st_mode)) {
-            throw Error::invalid("use backing file", o.backing, "not a regular file");
-        }
-        if (static_cast<std::uint64_t>(st.st_size) < o.size &&
-            ftruncate(file.get(), static_cast<off_t>(o.size)) != 0) {
-            throw Error::from_errno("extend backing file", o.backing);
-        }
-        storage_ =
-            Mapping::map(file.get(), o.size, PROT_READ | PROT_WRITE, MAP_SHARED, 0, o.backing);
-    }
+    storage_ = map_disk(o.size, o.backing, "NVMe backing");
 
     // PCI identity: QEMU's NVMe ids (what the guest tests also meet), the NVMe class code.
     ConfigSpace& config = function_.config();

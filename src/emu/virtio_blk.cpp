@@ -14,6 +14,7 @@
 #include "ring3/core/error.hpp"
 #include "ring3/core/log.hpp"
 #include "ring3/core/unique_fd.hpp"
+#include "ring3/emu/disk.hpp"
 #include "ring3/virtio/registers.hpp"
 #include "ring3/virtio/spec.hpp"
 
@@ -133,31 +134,10 @@ VirtioFunction::Options VirtioBlkDevice::transport_options(const VirtioBlkOption
     return t;
 }
 
-Mapping VirtioBlkDevice::map_storage(const VirtioBlkOptions& o) {
-    if (o.backing.empty()) {
-        // Untouched pages cost nothing: a large disk that is never written stays small.
-        return Mapping::map(-1, o.size, PROT_READ | PROT_WRITE,
-                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, 0, "virtio-blk disk");
-    }
-    UniqueFd file = UniqueFd::open(o.backing, O_RDWR | O_CREAT, 0644);
-    struct stat st {};
-    if (fstat(file.get(), &st) != 0) {
-        throw Error::from_errno("stat backing file", o.backing);
-    }
-    if (!S_ISREG(st.st_mode)) {
-        throw Error::invalid("use backing file", o.backing, "not a regular file");
-    }
-    if (static_cast<std::uint64_t>(st.st_size) < o.size &&
-        ftruncate(file.get(), static_cast<off_t>(o.size)) != 0) {
-        throw Error::from_errno("extend backing file", o.backing);
-    }
-    return Mapping::map(file.get(), o.size, PROT_READ | PROT_WRITE, MAP_SHARED, 0, o.backing);
-}
-
 VirtioBlkDevice::VirtioBlkDevice(PciFunction& function, VirtioBlkOptions options)
     : function_(function),
       options_(checked(std::move(options), function.name())),
-      storage_(map_storage(options_)),
+      storage_(map_disk(options_.size, options_.backing, "virtio-blk disk")),
       transport_(function, *this, transport_options(options_)) {
     chain_.runs.reserve(std::size_t{options_.seg_max} + 2);
     transport_.start();

@@ -106,7 +106,6 @@ class VirtioBlkDevice final : public VirtioDeviceType {
   private:
     static VirtioBlkOptions checked(VirtioBlkOptions options, const std::string& name);
     static VirtioFunction::Options transport_options(const VirtioBlkOptions& options);
-    static Mapping map_storage(const VirtioBlkOptions& options);
     bool process_queue(unsigned index);
     // The request in chain_: carried out; returns the bytes written into the chain.
     std::uint32_t execute(unsigned index);
