@@ -21,16 +21,12 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-CHECKER = os.path.join(HERE, "..", "guest", "checks", "block_pattern.py")
-SIZE = 16 << 20
-BLOCK = 512
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from block_emu import BLOCK, SIZE, Failure, check_backing, perf_write_verify, run  # noqa: E402
+
 # A failing run must stop well inside perf blk's 60 s stall check: the driver itself notices.
 FAULT_BOUND_S = 20
-
-
-class Failure(Exception):
-    pass
 
 
 class EmuDisk:
@@ -73,32 +69,6 @@ class EmuDisk:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
-
-
-def run(cmd, timeout):
-    print("+", " ".join(cmd), flush=True)
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as e:
-        raise Failure(f"{cmd[0]} {cmd[1]} did not finish within {timeout} s "
-                      f"(stdout: {e.stdout!r}, stderr: {e.stderr!r})")
-    sys.stdout.write(done.stdout)
-    sys.stdout.write(done.stderr)
-    if done.returncode < 0:
-        raise Failure(f"{' '.join(cmd[:3])} died of signal {-done.returncode}")
-    return done
-
-
-def check_backing(backing, seed, blocks):
-    done = run([sys.executable, CHECKER, backing, "--block-size", str(BLOCK), "--seed", str(seed),
-                "--count", str(blocks)], 120)
-    if done.returncode != 0 or f"verified {blocks} blocks" not in done.stdout:
-        raise Failure(f"the backing file does not hold the pattern (exit {done.returncode})")
-
-
-def perf_write_verify(ring3, spec, seed, extra=(), timeout=120):
-    return run([ring3, "perf", "blk", spec, "--rw", "write", "--bs", "4k", "--qd", "32",
-                "--size", str(SIZE), "--verify", "--seed", str(seed), "--quiet", *extra], timeout)
 
 
 def test_verify(ring3, work, queues, mode):
